@@ -1,0 +1,1 @@
+"""xaijax: find, measure and remove shortcut features with LRP in JAX/Flax."""
