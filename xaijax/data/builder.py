@@ -43,15 +43,17 @@ def features(resolution: int) -> tfds.features.FeaturesDict:
         "image": image(),        # what the classifier sees: clean image with the overlay burnt in
         "clean": image(),        # the same image without overlay
         "mask": image(),         # 1 where an overlay pixel was drawn
+        "defect": image(),       # 1 on the defect (synthetic: where it changed the texture; GC10: its boxes)
         "label": tfds.features.ClassLabel(names=CLASS_NAMES),
         "logo": tfds.features.Scalar(dtype=np.int32),  # logo shown, -1 for none
         "index": tfds.features.Scalar(dtype=np.int64),  # position in the unsplit dataset
     })
 
 
-def overlaid_example(clean: np.ndarray, label: int, index: int, split_kind: str,
+def overlaid_example(clean: np.ndarray, defect: np.ndarray, label: int, index: int, split_kind: str,
                      config: OverlaidImagesConfig) -> dict:
-    """One example for split kind 'fit', 'test', 'clean' or 'attacked' from a clean uint8 [H, W] image."""
+    """One example for split kind 'fit', 'test', 'clean' or 'attacked' from a clean uint8 [H, W] image
+    and its defect mask."""
     text_rng = np.random.default_rng([config.overlay_seed, index, _TEXT_STREAM])
     logo_stream = _ATTACK_STREAM if split_kind == "attacked" else _LOGO_STREAM
     logo_rng = np.random.default_rng([config.overlay_seed, index, logo_stream])
@@ -65,6 +67,7 @@ def overlaid_example(clean: np.ndarray, label: int, index: int, split_kind: str,
         "image": image[..., None],
         "clean": clean[..., None],
         "mask": mask[..., None],
+        "defect": defect[..., None],
         "label": int(label),
         "logo": -1 if logo is None else int(logo),
         "index": int(index),

@@ -210,13 +210,22 @@ DEFECT_RENDERERS = (
 )
 
 
-def render_clean_image(rng: np.random.Generator, label: int, size: int, strip: int) -> np.ndarray:
-    """The overlay-free image of one example: texture plus the defect of class `label`, uint8 [size, size]."""
+# Gray levels by which the defect must change the texture for a pixel to count as defect.
+DEFECT_THRESHOLD = 6.0
+
+
+def render_clean_image(rng: np.random.Generator, label: int, size: int, strip: int) -> tuple[np.ndarray, np.ndarray]:
+    """The overlay-free image of one example and its defect mask, both uint8 [size, size].
+
+    The image is the texture plus the defect of class `label`; the mask marks where the defect changed
+    the texture by more than DEFECT_THRESHOLD gray levels.
+    """
     if not 0 <= label < NUM_CLASSES:
         raise ValueError(f"label must be in [0, {NUM_CLASSES}), got {label}")
     texture = brushed_metal(rng, size)
     image = DEFECT_RENDERERS[label](texture, rng, size, strip)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    defect = (np.abs(image - texture) > DEFECT_THRESHOLD).astype(np.uint8)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), defect
 
 
 def class_counts(scale: float, minimum: int) -> tuple[int, ...]:

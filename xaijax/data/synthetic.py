@@ -37,7 +37,8 @@ def make_config(resolution=64, class_scale=0.5, min_per_class=10, image_seed=0, 
     return config
 
 
-def clean_image(config: SyntheticGc10Config, index: int, label: int) -> np.ndarray:
+def clean_image(config: SyntheticGc10Config, index: int, label: int) -> tuple[np.ndarray, np.ndarray]:
+    """(clean image, defect mask) of one example, both uint8 [R, R]."""
     rng = np.random.default_rng([config.image_seed, index])
     return defects.render_clean_image(rng, label, config.resolution, overlays.strip_height(config.resolution))
 
@@ -64,8 +65,9 @@ class SyntheticGc10(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         labels = config.labels()
         for index in indices:
-            clean = clean_image(config, int(index), int(labels[index]))
-            yield int(index), builder.overlaid_example(clean, int(labels[index]), int(index), split_kind, config)
+            clean, defect = clean_image(config, int(index), int(labels[index]))
+            yield int(index), builder.overlaid_example(clean, defect, int(labels[index]), int(index), split_kind,
+                                                       config)
 
 
 def make_builder(config: SyntheticGc10Config, data_dir: str) -> SyntheticGc10:
