@@ -41,9 +41,17 @@ def strip_mask(height: int, width: int | None = None, strip: int | None = None) 
 class _Painter:
     """Draws every OpenCV primitive twice: the gray values, and 1 into the mask (black ink included)."""
 
-    def __init__(self, resolution: int):
-        self.values = np.zeros((resolution, resolution), np.uint8)
-        self.mask = np.zeros((resolution, resolution), np.uint8)
+    def __init__(self, height: int, width: int | None = None):
+        width = height if width is None else width
+        self.values = np.zeros((height, width), np.uint8)
+        self.mask = np.zeros((height, width), np.uint8)
+
+    def paste(self, other: "_Painter", x0: int, y0: int) -> None:
+        """Copy what `other` drew into this canvas with its top-left corner at (x0, y0)."""
+        height, width = other.mask.shape
+        drawn = other.mask.astype(bool)
+        self.values[y0 : y0 + height, x0 : x0 + width][drawn] = other.values[drawn]
+        self.mask[y0 : y0 + height, x0 : x0 + width][drawn] = 1
 
     def __getattr__(self, primitive: str):
         draw = getattr(cv2, primitive)
@@ -103,15 +111,17 @@ def _random_text(rng: np.random.Generator, kind: str) -> str:
 
 def _draw_text(canvas: "_Painter", text: str, x0: int, y0: int, max_width: int, height: int, font: int,
                ink: int) -> None:
-    """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0)."""
+    """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0), clipped to the box."""
     if max_width < 2 or height < 2:
         return
     thickness = 1 if height < 24 else 2
     (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
-    scale = min(0.75 * height / max(h + base, 1), max_width / max(w, 1))
+    # Below ~0.2 Hershey fonts vanish; clip instead of shrinking further, so tiny images still get text.
+    scale = max(0.2, min(0.75 * height / max(h + base, 1), max_width / max(w, 1)))
     (w, h), base = cv2.getTextSize(text, font, scale, thickness)
-    baseline_y = y0 + (height + h) // 2 - max(0, base // 2)
-    canvas.putText(text, (x0, baseline_y), font, scale, ink, thickness, cv2.LINE_8)
+    box = _Painter(height, max_width)
+    box.putText(text, (0, min(height - 1, (height + h) // 2)), font, scale, ink, thickness, cv2.LINE_8)
+    canvas.paste(box, x0, y0)
 
 
 def draw_overlay(rng: np.random.Generator, resolution: int, logo: int | None) -> tuple[np.ndarray, np.ndarray]:
