@@ -1,12 +1,15 @@
 """Pictures of the data: one example per class (the paper's Fig. 4) and one image under every remedy (Fig. 5)."""
 from __future__ import annotations
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from xaijax import remedies  # noqa: E402
 from xaijax.data.defects import CLASS_NAMES  # noqa: E402
 
 
@@ -53,3 +56,21 @@ def image_row(images: dict[str, np.ndarray], path: str, title: str = "") -> None
     figure.tight_layout(rect=(0, 0, 1, 0.97) if title else None)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def write_previews(splits: dict, out: str, title: str) -> list[str]:
+    """dataset_classes.png (two examples per class, with masks) and dataset_remedies.png (one test image
+    under every remedy) in `out`; needs the 'train' and 'test' splits."""
+    os.makedirs(out, exist_ok=True)
+    classes_png = os.path.join(out, "dataset_classes.png")
+    class_grid(splits["train"], classes_png, per_class=2, title=title)
+    test = splits["test"]
+    index = int(first_of_each_class(test)[0])
+    image, mask = test["image"][index : index + 1], test["mask"][index : index + 1]
+    panels = {"clean (truth)": test["clean"][index], "original": image[0]}
+    for name in ("blur", "crop", "black_stripe"):
+        panels[name] = remedies.apply(name, image)[0]
+    panels["telea (mask)"] = remedies.apply("telea", image, mask, region="mask")[0]
+    remedies_png = os.path.join(out, "dataset_remedies.png")
+    image_row(panels, remedies_png, title="one test image under every remedy")
+    return [classes_png, remedies_png]

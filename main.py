@@ -1,0 +1,19 @@
+"""Run one case of the workflow: python main.py --config=configs/original.py --workdir=runs/original"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from xaijax import workflow
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Case config file, e.g. configs/original.py[:paper].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every output; a rerun resumes from it.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    workflow.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
