@@ -1,0 +1,434 @@
+"""The multi-seed classifier trainer on tiny data (16x16 images, 3 classes, a few epochs).
+
+The reference run (3 seeds, vmap) is trained once per module; the other runs are compared to it.
+"""
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from xaijax import checkpoints, evaluation
+from xaijax.training import classifier
+from xaijax.training.early_stopping import init_early_stopping, update_early_stopping
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 3
+# Parameters of seeds run through different programs (vmap over 3 seeds, or over 1) differ by
+# float reassociation in the batched convolution: about 1e-7 after a few epochs.
+PARAMETER_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+
+
+class TinyCNN(nn.Module):
+  """MobileNet's interface in miniature: conv, BatchNorm, relu, mean-pool, dropout, dense."""
+  num_classes: int = NUM_CLASSES
+  dropout_rate: float = 0.2
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(4, (3, 3), use_bias=False)(x)  # no bias before BatchNorm, as in MobileNet
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    x = nn.relu(x).mean(axis=(1, 2))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+class TinyMLP(nn.Module):
+  """No BatchNorm, no dropout: with a learning rate of 0, nothing in it ever changes."""
+  num_classes: int = NUM_CLASSES
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.relu(nn.Dense(8)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes)(x)
+
+
+def to_model_input(images):
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def make_split(count, seed):
+  """Class 0 bright, class 1 dark, class 2 striped, under noise."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, NUM_CLASSES, count).astype(np.int32)
+  images = rng.normal(128, 25, (count, 16, 16, 1))
+  images[labels == 0] += 40
+  images[labels == 1] -= 40
+  images[labels == 2, :, ::2] += 40
+  images[labels == 2, :, 1::2] -= 40
+  return {'image': np.clip(images, 0, 255).astype(np.uint8), 'label': labels}
+
+
+def make_splits():
+  return {'train': make_split(48, 0), 'validation': make_split(24, 1)}
+
+
+def base_config(**train_overrides):
+  config = ml_collections.ConfigDict()
+  config.model = ml_collections.ConfigDict({'num_classes': NUM_CLASSES, 'channels': 1})
+  config.train = classifier.default_train_config()
+  config.train.update(seeds=3, batch_size=8, epochs=6, learning_rate=3e-2, patience=2,
+                      checkpoint_every=2, eval_batch_size=16, progress_bar=False)
+  config.train.update(train_overrides)
+  return config
+
+
+def mlp_config(**train_overrides):
+  """The TinyMLP tests share one setup, so they share one compiled program."""
+  return base_config(**{'seeds': 2, 'epochs': 8, **train_overrides})
+
+
+def train(config, workdir, model=None, **kwargs):
+  return classifier.train_classifier(config, make_splits(), str(workdir), model or TinyCNN(),
+                                     preprocess=to_model_input, **kwargs)
+
+
+def assert_same_result(actual, expected, exact=True):
+  assert actual.seeds == expected.seeds
+  assert actual.epochs_run == expected.epochs_run
+  np.testing.assert_array_equal(actual.stopped_epoch, expected.stopped_epoch)
+  np.testing.assert_array_equal(actual.best_epoch, expected.best_epoch)
+  if exact:
+    np.testing.assert_array_equal(actual.validation_f1, expected.validation_f1)
+    np.testing.assert_array_equal(actual.train_loss, expected.train_loss)
+    jax.tree.map(np.testing.assert_array_equal, actual.variables, expected.variables)
+  else:
+    np.testing.assert_allclose(actual.validation_f1, expected.validation_f1, rtol=1e-6)
+    np.testing.assert_allclose(actual.train_loss, expected.train_loss, rtol=1e-5, atol=1e-6)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, **PARAMETER_TOLERANCE),
+                 actual.variables, expected.variables)
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, classifier.METRICS_FILE)) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  return workdir, train(base_config(), workdir)
+
+
+@pytest.fixture(scope='module')
+def killed_workdir(tmp_path_factory):
+  """A run of the reference config killed after epoch 3 (its last checkpoint: epoch 2)."""
+  workdir = tmp_path_factory.mktemp('killed')
+
+  def kill_after_epoch_3(epoch, records):
+    if epoch == 3:
+      raise KeyboardInterrupt('simulated kill')
+
+  with pytest.raises(KeyboardInterrupt):
+    train(base_config(), workdir, on_epoch_end=kill_after_epoch_3)
+  return workdir
+
+
+def test_result_shapes_curves_and_workdir_files(reference):
+  workdir, result = reference
+  assert result.seeds == [0, 1, 2]
+  assert 3 < result.epochs_run <= 6  # the resume test kills after epoch 3
+  assert result.validation_f1.shape == result.train_loss.shape == (3, result.epochs_run)
+  assert result.variables['params']['Conv_0']['kernel'].shape == (3, 3, 3, 1, 4)
+  assert result.variables['batch_stats']['BatchNorm_0']['mean'].shape == (3, 4)
+  assert result.variables['params']['Dense_0']['kernel'].shape == (3, 4, NUM_CLASSES)
+  # The best score is the maximum of the curve, reached at the best epoch.
+  np.testing.assert_allclose(np.nanmax(result.validation_f1, axis=1), result.best_validation_f1)
+  rows = np.arange(3)
+  np.testing.assert_array_equal(result.validation_f1[rows, result.best_epoch - 1],
+                                result.best_validation_f1)
+  assert result.best_validation_f1.max() > 0.9, 'the tiny task should be learnable'
+  # One metrics line per seed and trained epoch, the same numbers as the curves.
+  records = read_metrics(workdir)
+  assert len(records) == np.isfinite(result.validation_f1).sum()
+  for record in records:
+    assert record['validation_f1'] == pytest.approx(
+        result.validation_f1[record['seed_index'], record['epoch'] - 1])
+  assert classifier.load_train_result(str(workdir)) is not None
+  saved = checkpoints.PeriodicCheckpoints(os.path.join(workdir, classifier.CHECKPOINTS_DIR))
+  assert saved.epochs() == [e for e in (2, 4, 6) if e <= result.epochs_run][-3:]
+  saved.close()
+
+
+def test_best_variables_reproduce_the_best_validation_f1(reference):
+  _, result = reference
+  scores = evaluation.evaluate_splits(
+      TinyCNN(), result.variables, {'validation': make_splits()['validation']},
+      preprocess=to_model_input, num_classes=NUM_CLASSES, batch_size=7)
+  np.testing.assert_allclose(scores['validation']['per_seed']['f1'], result.best_validation_f1,
+                             rtol=1e-6)
+
+
+def test_same_config_gives_identical_numbers_and_seeds_differ(reference, tmp_path):
+  _, expected = reference
+  assert_same_result(train(base_config(), tmp_path), expected, exact=True)
+  kernels = expected.variables['params']['Conv_0']['kernel']
+  for a in range(3):
+    for b in range(a + 1, 3):
+      assert not np.allclose(kernels[a], kernels[b])
+  assert len({tuple(row) for row in np.nan_to_num(expected.validation_f1).tolist()}) == 3
+
+
+def test_loop_strategy_gives_the_numbers_of_vmap(reference, tmp_path):
+  _, expected = reference
+  looped = train(base_config(seed_strategy='loop'), tmp_path)
+  assert_same_result(looped, expected, exact=False)
+
+
+def test_rerun_of_a_finished_workdir_returns_the_saved_result(reference):
+  workdir, expected = reference
+  epochs_seen = []
+  again = train(base_config(), workdir, on_epoch_end=lambda epoch, _: epochs_seen.append(epoch))
+  assert epochs_seen == []
+  assert_same_result(again, expected, exact=True)
+
+
+def test_resume_after_a_kill_ends_with_the_uninterrupted_metrics(reference, killed_workdir,
+                                                                 tmp_path):
+  reference_dir, expected = reference
+  workdir = tmp_path / 'run'
+  shutil.copytree(killed_workdir, workdir)
+  saved = checkpoints.PeriodicCheckpoints(os.path.join(workdir, classifier.CHECKPOINTS_DIR))
+  assert saved.latest_epoch() == 2
+  saved.close()
+  epochs_seen = []
+  resumed = train(base_config(), workdir, on_epoch_end=lambda epoch, _: epochs_seen.append(epoch))
+  assert epochs_seen[0] == 3, 'resumes after the checkpoint of epoch 2'
+  assert_same_result(resumed, expected, exact=True)
+  assert read_metrics(workdir) == read_metrics(reference_dir)
+
+
+def test_workdir_of_another_setup_is_refused(reference):
+  workdir, _ = reference
+  with pytest.raises(ValueError, match='different setup.*train'):
+    train(base_config(learning_rate=0.5), workdir)
+
+
+def test_non_finite_loss_names_the_seed_and_step(tmp_path):
+  config = base_config(learning_rate_per_seed=[3e-2, float('inf'), 3e-2])
+  with pytest.raises(classifier.NonFiniteLossError,
+                     match=r'seed 1 \(position 1\).*epoch 1, step 2 of 6') as error:
+    train(config, tmp_path)
+  assert (error.value.seed, error.value.epoch, error.value.step) == (1, 1, 2)
+  assert not os.path.exists(tmp_path / classifier.METRICS_FILE) or not read_metrics(tmp_path)
+  assert classifier.load_train_result(str(tmp_path)) is None
+
+
+def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
+  # Epochs 1-2 train on sane inputs (checkpoint at epoch 2), then the run is killed; the
+  # restarted run's images turn into NaN, so epoch 3 fails at its first step. (TinyMLP, because
+  # in TinyCNN's compiled program NaN inputs do not reach the loss: XLA:CPU's fused
+  # relu-and-mean-pool returns 0 for them.)
+  def kill_after_epoch_2(epoch, records):
+    if epoch == 2:
+      raise KeyboardInterrupt('simulated kill')
+
+  with pytest.raises(KeyboardInterrupt):
+    train(mlp_config(learning_rate=1e-2), tmp_path, model=TinyMLP(),
+          on_epoch_end=kill_after_epoch_2)
+
+  def nan_images(images):
+    return to_model_input(images) * jnp.nan
+
+  with pytest.raises(classifier.NonFiniteLossError,
+                     match=r'seed 0 .*epoch 3, step 1 .*last good checkpoint \(epoch 2\)'):
+    classifier.train_classifier(mlp_config(learning_rate=1e-2), make_splits(), str(tmp_path),
+                                TinyMLP(), preprocess=nan_images)
+  saved = checkpoints.PeriodicCheckpoints(os.path.join(tmp_path, classifier.CHECKPOINTS_DIR))
+  assert saved.latest_epoch() == 2
+  saved.close()
+  assert max(record['epoch'] for record in read_metrics(tmp_path)) == 2
+  assert classifier.load_train_result(str(tmp_path)) is None
+
+
+def test_early_stopping_stops_a_stalled_seed_while_another_goes_on(tmp_path):
+  # Seed 0 cannot learn (learning rate 0, nothing else in the MLP moves), so its validation F1
+  # is the same every epoch: best at epoch 1, stopped at epoch 1 + patience.
+  config = mlp_config(learning_rate_per_seed=[0.0, 1e-2])
+  result = train(config, tmp_path, model=TinyMLP())
+  assert result.best_epoch[0] == 1
+  assert result.stopped_epoch[0] == 3
+  assert np.isnan(result.validation_f1[0, 3:]).all()
+  assert result.epochs_run > 3 and np.isfinite(result.validation_f1[1, 3])
+  assert result.stopped_epoch[1] == 0 or result.stopped_epoch[1] > 3
+  assert result.best_validation_f1[1] > result.best_validation_f1[0]
+  settings = classifier.make_settings(config.train, TinyMLP(), to_model_input, NUM_CLASSES)
+  initial = classifier.init_seed_states([0], [0.0], make_splits()['train']['image'][:1],
+                                        settings=settings, max_epochs=8)
+  jax.tree.map(np.testing.assert_array_equal, result.variables_of(0)['params'],
+               jax.tree.map(lambda x: x[0], initial['params']))
+  active = [record['active'] for record in read_metrics(tmp_path) if record['seed'] == 0]
+  assert active == [True, True, False]
+
+
+def test_initial_variables_are_where_every_seed_starts(tmp_path):
+  splits = make_splits()
+  given = TinyMLP().init(jax.random.PRNGKey(99), to_model_input(splits['train']['image'][:1]),
+                         train=False)
+  given = {'params': {'Dense_0': given['params']['Dense_0']}}  # pretrained body, no head
+  config = mlp_config(learning_rate=0.0)
+  result = train(config, tmp_path, model=TinyMLP(), initial_variables=given)
+  for seed in range(2):
+    jax.tree.map(np.testing.assert_array_equal, result.variables_of(seed)['params']['Dense_0'],
+                 given['params']['Dense_0'])
+  heads = result.variables['params']['Dense_1']['kernel']
+  assert not np.allclose(heads[0], heads[1]), 'the head keeps its per-seed initialisation'
+  with pytest.raises(ValueError, match='Dense_7'):
+    train(config, tmp_path / 'other', model=TinyMLP(),
+          initial_variables={'params': {'Dense_7': given['params']['Dense_0']}})
+
+
+def test_a_stopped_seed_does_not_change_while_the_others_train():
+  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input,
+                                      NUM_CLASSES)
+  splits = make_splits()
+  state = classifier.init_seed_states([0, 1], [3e-2, 3e-2], splits['train']['image'][:1],
+                                      settings=settings, max_epochs=4, active=[True, False])
+  train_data = {'image': splits['train']['image'], 'label': splits['train']['label']}
+  validation_data = classifier.prepare_eval_data(splits['validation'], 16)
+  new_state, metrics = jax.jit(functools.partial(classifier.run_epoch_all_seeds,
+                                                 settings=settings))(
+      state, train_data, validation_data, jnp.int32(1))
+  stopped = lambda tree: jax.tree.map(lambda x: np.asarray(x[1]), tree)
+  jax.tree.map(np.testing.assert_array_equal, stopped(new_state), stopped(state))
+  assert not np.allclose(new_state['params']['Conv_0']['kernel'][0],
+                         state['params']['Conv_0']['kernel'][0])
+  assert np.isnan(metrics['validation_f1'][1]) and np.isfinite(metrics['validation_f1'][0])
+  assert list(metrics['trained']) == [True, False]
+
+
+def _keras_early_stopping(scores, patience, min_delta):
+  """Keras' EarlyStopping(mode='max') written out: (stopped epoch or 0, best, best epoch)."""
+  best, best_epoch, wait = -np.inf, 0, 0
+  for epoch, score in enumerate(scores, start=1):
+    wait += 1
+    if score - min_delta > best:
+      best, best_epoch, wait = score, epoch, 0
+      continue
+    if wait >= patience:
+      return epoch, best, best_epoch
+  return 0, best, best_epoch
+
+
+@pytest.mark.parametrize('trial', range(20))
+def test_early_stopping_follows_the_keras_rules(trial):
+  rng = np.random.default_rng(trial)
+  patience = int(rng.integers(1, 5))
+  min_delta = 1 / 64  # scores on a 1/64 grid: ties at exactly min_delta occur and are exact
+  scores = rng.integers(0, 20, 30) / 64
+  state = init_early_stopping()
+  update = jax.jit(functools.partial(update_early_stopping, patience=patience,
+                                     min_delta=min_delta))
+  for epoch, score in enumerate(scores, start=1):
+    state, _ = update(state, jnp.float32(score), epoch)
+  stopped, best, best_epoch = _keras_early_stopping(scores, patience, min_delta)
+  assert int(state['stopped_epoch']) == stopped
+  assert bool(state['active']) == (stopped == 0)
+  assert float(state['best_score']) == best
+  assert int(state['best_epoch']) == best_epoch
+
+
+def test_train_step_is_pure_and_lowers_the_loss_on_a_fixed_batch():
+  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input,
+                                      NUM_CLASSES)
+  splits = make_splits()
+  state = classifier.init_seed_state(jax.random.PRNGKey(0), 3e-2, splits['train']['image'][:1],
+                                     settings=settings, max_epochs=1)
+  batch = {'image': splits['train']['image'][:16], 'label': splits['train']['label'][:16]}
+  step = jax.jit(functools.partial(classifier.train_step, settings=settings))
+  first, first_metrics = step(state, batch)
+  again, _ = step(state, batch)
+  jax.tree.map(np.testing.assert_array_equal, first['params'], again['params'])
+  losses = [float(first_metrics['loss'])]
+  for _ in range(40):
+    first, metrics = step(first, batch)
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize('splits_change, message', [
+    (lambda s: s.pop('validation'), "needs a 'validation' split"),
+    (lambda s: s['train'].update(image=s['train']['image'].astype(np.float32)), 'must be uint8'),
+    (lambda s: s['train'].update(label=s['train']['label'] + 5), r'must lie in \[0, 3\)'),
+    (lambda s: s['validation'].update(image=s['validation']['image'][:, :8]), 'differ in size'),
+])
+def test_bad_splits_are_explained(splits_change, message, tmp_path):
+  splits = make_splits()
+  splits_change(splits)
+  with pytest.raises(ValueError, match=message):
+    classifier.train_classifier(base_config(), splits, str(tmp_path), TinyCNN(),
+                                preprocess=to_model_input)
+
+
+def test_bad_config_is_explained(tmp_path):
+  with pytest.raises(ValueError, match="'vmap' or 'loop'"):
+    train(base_config(seed_strategy='pmap'), tmp_path / 'a')
+  with pytest.raises(ValueError, match='one rate per seed'):
+    train(base_config(learning_rate_per_seed=[1e-3, 1e-3]), tmp_path / 'b')
+
+
+_SHARDED_SCRIPT = """
+import json, tempfile, jax, numpy as np
+from tests import test_classifier as t
+assert jax.local_device_count() == 4, jax.devices()
+def run(**overrides):
+  workdir = tempfile.mkdtemp()
+  result = t.train(t.base_config(**overrides), workdir)
+  with open(workdir + '/train_result.json') as f:
+    return result, json.load(f)
+sharded, sharded_info = run(seeds=4)
+single, single_info = run(seeds=4, devices=1)
+padded, padded_info = run(seeds=3)
+assert (sharded_info['devices'], single_info['devices'], padded_info['devices']) == (4, 1, 4)
+assert padded_info['padding_seeds'] == 1
+t.assert_same_result(sharded, single, exact=False)
+first_three = t.classifier.TrainResult(
+    seeds=[0, 1, 2], variables=jax.tree.map(lambda x: x[:3], single.variables),
+    validation_f1=single.validation_f1[:3], train_loss=single.train_loss[:3],
+    best_validation_f1=single.best_validation_f1[:3], best_epoch=single.best_epoch[:3],
+    stopped_epoch=single.stopped_epoch[:3], epochs_run=single.epochs_run)
+if single.stopped_epoch[3] != single.epochs_run:  # seed 3 did not set the run length
+  first_three.validation_f1 = first_three.validation_f1[:, :padded.epochs_run]
+  first_three.train_loss = first_three.train_loss[:, :padded.epochs_run]
+  first_three.epochs_run = padded.epochs_run
+t.assert_same_result(padded, first_three, exact=False)
+print('SHARDED_OK')
+"""
+
+
+def test_four_sharded_seeds_equal_unsharded_in_a_four_device_subprocess():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu', PYTHONPATH=REPO_ROOT)
+  completed = subprocess.run([sys.executable, '-c', _SHARDED_SCRIPT], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+  assert completed.returncode == 0 and 'SHARDED_OK' in completed.stdout, completed.stderr[-4000:]
+
+
+def test_mobilenet_at_a_tiny_size_trains(tmp_path):
+  pytest.importorskip('xaijax.models.mobilenet')
+  config = base_config(seeds=1, epochs=1, checkpoint_every=1, eval_batch_size=32)
+  config.model.update(alpha=0.25, dropout_rate=0.1, depthwise_impl='shifted', channels=1)
+  config.model.num_classes = NUM_CLASSES
+  # MobileNet needs at least 32x32 pixels.
+  splits = {name: {'image': np.repeat(np.repeat(split['image'], 2, 1), 2, 2),
+                   'label': split['label']} for name, split in make_splits().items()}
+  result = classifier.train_classifier(config, splits, str(tmp_path))
+  assert result.epochs_run == 1 and np.isfinite(result.validation_f1).all()
+  assert result.variables['params']['conv_preds']['kernel'].shape[::2] == (1, NUM_CLASSES)
+  assert 'conv_dw_13_bn' in result.variables['batch_stats']
+  logits = evaluation.predict(
+      classifier.default_model(config.model), result.variables, splits['validation']['image'],
+      preprocess=classifier.default_preprocess(1))
+  assert logits.shape == (1, 24, NUM_CLASSES)
+  np.testing.assert_allclose(
+      evaluation.evaluate_logits(logits, splits['validation']['label'], NUM_CLASSES)
+      ['per_seed']['f1'], result.best_validation_f1, rtol=1e-6)
