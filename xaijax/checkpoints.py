@@ -68,9 +68,9 @@ class PeriodicCheckpoints:
 
 
 def save_pytree(path: str, tree) -> None:
-  """Writes `tree` to the folder `path` (which must not exist yet) and waits until it is done."""
+  """Writes `tree` to the folder `path` (replacing what is there) and waits until it is done."""
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.abspath(path), tree)
+    checkpointer.save(os.path.abspath(path), tree, force=True)
     checkpointer.wait_until_finished()
 
 
@@ -84,4 +84,8 @@ def load_pytree(path: str, like=None):
 
 def pytree_exists(path: str) -> bool:
   """True when `path` holds a completely written checkpoint."""
-  return os.path.isdir(path) and ocp.utils.is_checkpoint_finalized(os.path.abspath(path))
+  # Orbax writes into a temporary folder and renames it at the end; its metadata file marks a
+  # checkpoint, so an unrelated folder of that name does not pass.
+  path = os.path.abspath(path)
+  return (os.path.isfile(os.path.join(path, '_CHECKPOINT_METADATA'))
+          and ocp.utils.is_checkpoint_finalized(path))
