@@ -270,7 +270,7 @@ def _init_program(settings: Settings, max_epochs: int):
 
 
 @functools.lru_cache(maxsize=16)
-def _epoch_program(settings: Settings, devices: tuple | None):
+def epoch_program(settings: Settings, devices: tuple | None = None):
   """`run_epoch_all_seeds`, jitted; with `devices`, its seed axis sharded over them."""
   run = functools.partial(run_epoch_all_seeds, settings=settings)
   if devices is None:
@@ -307,7 +307,7 @@ class _VmapSeeds:
     mesh = Mesh(np.asarray(devices), (SEED_AXIS,))
     self.seed_sharding = NamedSharding(mesh, PartitionSpec(SEED_AXIS))
     self.replicated = NamedSharding(mesh, PartitionSpec())
-    self._run = _epoch_program(settings, tuple(devices))
+    self._run = epoch_program(settings, tuple(devices))
 
   def place_state(self, state):
     return jax.device_put(state, self.seed_sharding)
@@ -323,7 +323,7 @@ class _LoopSeeds:
   """One seed at a time (seed axis of 1), skipping seeds that have stopped."""
 
   def __init__(self, settings: Settings, num_steps: int):
-    self._run = _epoch_program(settings, None)
+    self._run = epoch_program(settings, None)
     self._idle_metrics = {
         'train_loss': jnp.full((1, num_steps), jnp.nan, jnp.float32),
         'validation_f1': jnp.full((1,), jnp.nan, jnp.float32),
@@ -331,10 +331,10 @@ class _LoopSeeds:
     }
 
   def place_state(self, state):
-    return jax.device_put(state, jax.devices()[0])
+    return jax.device_put(state, jax.local_devices()[0])
 
   def place_data(self, data):
-    return jax.device_put(data, jax.devices()[0])
+    return jax.device_put(data, jax.local_devices()[0])
 
   def run_epoch(self, state, train_data, validation_data, epoch):
     active = np.asarray(state['early_stopping']['active'])
