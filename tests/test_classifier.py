@@ -207,6 +207,14 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_metrics(reference, kill
   assert read_metrics(workdir) == read_metrics(reference_dir)
 
 
+def test_resume_with_the_other_seed_strategy(reference, killed_workdir, tmp_path):
+  _, expected = reference
+  workdir = tmp_path / 'run'
+  shutil.copytree(killed_workdir, workdir)
+  resumed = train(base_config(seed_strategy='loop'), workdir)
+  assert_same_result(resumed, expected, exact=False)
+
+
 def test_workdir_of_another_setup_is_refused(reference):
   workdir, _ = reference
   with pytest.raises(ValueError, match='different setup.*train'):
@@ -401,6 +409,16 @@ if single.stopped_epoch[3] != single.epochs_run:  # seed 3 did not set the run l
   first_three.train_loss = first_three.train_loss[:, :padded.epochs_run]
   first_three.epochs_run = padded.epochs_run
 t.assert_same_result(padded, first_three, exact=False)
+# A padded run killed after epoch 3 resumes from its checkpoint of epoch 2 (real seeds only).
+workdir = tempfile.mkdtemp()
+def kill(epoch, records):
+  if epoch == 3:
+    raise KeyboardInterrupt
+try:
+  t.train(t.base_config(seeds=3), workdir, on_epoch_end=kill)
+except KeyboardInterrupt:
+  pass
+t.assert_same_result(t.train(t.base_config(seeds=3), workdir), padded, exact=True)
 print('SHARDED_OK')
 """
 

@@ -24,6 +24,13 @@ Seeds run in one of two ways (`config.train.seed_strategy`), with the same compi
 
 Every epoch drops the last `len(train) % batch_size` images of that epoch's permutation, so all
 steps have one static shape (a different remainder is dropped each epoch).
+
+The workdir given to `train_classifier` belongs to it: `run_config.json` (the setup; a rerun with
+another one is refused), `metrics.jsonl` (one line per seed and epoch trained), `checkpoints/`
+(the whole state of the real seeds, best variables included, every `checkpoint_every` epochs),
+and at the end `best_variables/` and `train_result.json`. A rerun returns a finished result
+without training, or resumes from the latest checkpoint, with the numbers an uninterrupted run
+would have given.
 """
 
 from __future__ import annotations
@@ -651,15 +658,22 @@ def train_classifier(
   checkpoint_every = int(train_config.get('checkpoint_every', 10))
   store = checkpoints_lib.PeriodicCheckpoints(
       os.path.join(workdir, CHECKPOINTS_DIR), keep=int(train_config.get('keep_checkpoints', 3)))
+  # Checkpoints hold the real seeds only, so a run may resume on another number of devices
+  # or with the other seed strategy.
+  real = slice(0, len(seeds))
+  real_seeds_of = lambda tree: jax.tree.map(lambda x: x[real], tree) if padding else tree
   try:
     epoch = store.latest_epoch() or 0
     if epoch:
-      state = store.restore(epoch, like=state)
+      restored = store.restore(epoch, like=real_seeds_of(state))
+      if padding:
+        restored = jax.tree.map(lambda saved, fresh: jnp.concatenate([saved, fresh[real.stop:]]),
+                                restored, state)
+      state = runner.place_state(restored)
       _rewrite_metrics_until(metrics_path, epoch)
     elif os.path.exists(metrics_path):
       os.remove(metrics_path)
 
-    real = slice(0, len(seeds))
     early_stopping = jax.device_get(state['early_stopping'])
     progress = tqdm.tqdm(total=max_epochs, initial=epoch, desc='classifier', unit='epoch',
                          disable=not train_config.get('progress_bar', True))
@@ -688,7 +702,7 @@ def train_classifier(
         with open(metrics_path, 'a') as f:
           f.writelines(json.dumps(record) + '\n' for record in records)
         if epoch % checkpoint_every == 0:
-          store.save(epoch, state)
+          store.save(epoch, real_seeds_of(state))
         progress.update(1)
         progress.set_postfix(best_validation_f1=f"{early_stopping['best_score'][real].max():.4f}",
                              active=int(early_stopping['active'][real].sum()))
