@@ -96,7 +96,7 @@ def _explainer(model, composite, call_kwargs, details):
 
   @jax.jit
   def run(variables, x, target):
-    program = program_lib.fold_batchnorms(program_lib.trace(model, variables, x, kwargs))
+    program = program_lib.canonical(program_lib.trace(model, variables, x, kwargs))
     explanation = propagate(program, composite, variables, x, target)
     # Without details only the relevance leaves the jit, so XLA drops the bookkeeping.
     return explanation if details else explanation.relevance
@@ -163,7 +163,8 @@ def _operation_relevance(node, read, upper, stabilizer):
     grads = vjp(tuple(upper))
     return [(node.inputs[p], g) for p, g in zip(active, grads)]
   if node.category == 'sum':
-    scaled = safe_divide(upper[0], stabilize(outputs[0], stabilizer))
+    scale = node.output_scale
+    scaled = safe_divide(upper[0], stabilize(outputs[0] * scale, stabilizer) / scale)
     grads = vjp((scaled,))
     return [(node.inputs[p], a * g) for p, a, g in zip(active, activations, grads)]
   raise AssertionError(f'no relevance rule for category {node.category!r} ({node.name})')

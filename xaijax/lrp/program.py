@@ -122,6 +122,9 @@ class Operation:
   category: str  # 'pass' | 'route' | 'sum' | 'constant'
   activation_inputs: tuple  # positions in `inputs` that carry relevance
   where: str
+  # A sum whose result is only ever scaled by a constant (a mean: reduce_sum, then div) is
+  # stabilised on the scaled value, as one average-pooling layer would be.
+  output_scale: float = 1.0
 
   @property
   def name(self):
@@ -324,8 +327,8 @@ class _Builder:
       return self.add_layer(eqn, inputs, after)
     if active and sub is not None and not self.is_pointwise_block(eqn, inputs, active, sub):
       return self.inline(sub, inputs)
-    if not active:
-      category = 'constant'
+    if not active or not any(_is_float(v.aval) for v in eqn.outvars):
+      category = 'constant'  # comparisons and index computations carry no relevance
     elif sub is not None:
       category = 'pass'
     else:
@@ -396,6 +399,44 @@ def trace(model: nn.Module, variables, x, call_kwargs: Mapping[str, Any]) -> Pro
   (output,) = builder.inline(closed, variable_ids + (x_id,))
   return Program(builder.nodes, treedef, variable_ids, x_id, output, builder.shapes,
                  builder.activations)
+
+
+def canonical(program: Program) -> Program:
+  """The program LRP walks: BatchNorms folded, means recognised as one pooling layer."""
+  return _mark_means(fold_batchnorms(program))
+
+
+def _mark_means(program: Program) -> Program:
+  readers = {}
+  for node in program.nodes:
+    for atom in node.inputs:
+      if isinstance(atom, int):
+        readers.setdefault(atom, []).append(node)
+  nodes = []
+  for node in program.nodes:
+    if isinstance(node, Operation) and node.category == 'sum' and len(node.outputs) == 1:
+      only_reader = readers.get(node.outputs[0], [])
+      if len(only_reader) == 1 and program.output != node.outputs[0]:
+        scale = _constant_scale(only_reader[0], node.outputs[0])
+        if scale is not None:
+          node = dataclasses.replace(node, output_scale=scale)
+    nodes.append(node)
+  return dataclasses.replace(program, nodes=nodes)
+
+
+def _constant_scale(node, atom):
+  """c when `node` computes atom * c or atom / (1/c) with a scalar constant, else None."""
+  if not isinstance(node, Operation) or node.primitive.name not in ('mul', 'div'):
+    return None
+  if len(node.inputs) != 2 or node.inputs[0] != atom or not isinstance(node.inputs[1], Const):
+    return None
+  constant = node.inputs[1].value
+  if jnp.ndim(constant) != 0:
+    return None
+  constant = float(constant)
+  if node.primitive.name == 'mul':
+    return constant
+  return 1.0 / constant if constant != 0 else None
 
 
 def fold_batchnorms(program: Program) -> Program:
