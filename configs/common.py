@@ -71,6 +71,7 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
 
     config.model = ml_collections.ConfigDict(dict(
         name="mobilenet",
+        num_classes=10,
         alpha=1.0 if paper else 0.5,  # width multiplier
         dropout_rate=1e-3,  # Keras' MobileNet default
         depthwise_impl="shifted",  # 'shifted' (fast on CPU) or 'xla' (grouped convolution)
@@ -88,7 +89,10 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
         min_delta=0.001,
         seed_strategy="vmap" if paper else "loop",  # DESIGN.md: vmap wins on GPU, a loop on the CPU
         checkpoint_every=5,
-        eval_batch_size=256,
+        keep_checkpoints=3,
+        eval_batch_size=64,  # per seed; validation runs for all seeds at once inside the program
+        devices=0,  # devices to shard the seed axis over (vmap); 0 = all local devices
+        progress_bar=True,
     ))
 
     for key, value in options.items():

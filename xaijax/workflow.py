@@ -1,6 +1,6 @@
 """The workflow, stage by stage; each stage writes into the workdir and is skipped when its output is there.
 
-Stages so far: dataset (build or reuse; a summary and preview figures). Training, explanation and the
+Stages so far: dataset (build or reuse; a summary and preview figures), remedy. Training, explanation and the
 report join as their issues land.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import numpy as np
 from absl import logging
 
-from xaijax import data
+from xaijax import data, remedies
 from xaijax.data import CLASS_NAMES, preview
 
 
@@ -48,9 +48,29 @@ def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
     return splits
 
 
+def remedy_stage(config, splits: dict, workdir: str) -> dict[str, dict[str, np.ndarray]]:
+    """Apply the case's remedy to the images of every split (cached in remedied_images.npz).
+
+    Every other key (clean image, masks, labels) is kept, so later stages can still measure relevance on
+    the overlay's pixels after the overlay was removed.
+    """
+    path = os.path.join(workdir, "remedied_images.npz")
+    if os.path.exists(path):
+        with np.load(path) as cached:
+            return {name: {**split, "image": cached[name]} for name, split in splits.items()}
+    remedied = {}
+    for name, split in splits.items():
+        remedied[name] = remedies.apply(config.remedy.name, split["image"], split["mask"], config.remedy.region)
+    partial = path + ".partial.npz"
+    np.savez(partial, **remedied)
+    os.replace(partial, path)
+    return {name: {**split, "image": remedied[name]} for name, split in splits.items()}
+
+
 def run(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    dataset_stage(config, workdir)
+    splits = dataset_stage(config, workdir)
+    remedy_stage(config, splits, workdir)
     logging.info("done: %s", workdir)
