@@ -1,0 +1,273 @@
+"""Speed measurements for xaijax, printed as one JSON object per line.
+
+Each subcommand measures one workload; every line carries `name`, `items_per_s` and the
+settings, so runs can be compared side by side. Measurements that belong together (ours and a
+reference) run interleaved in one process, repeat by repeat, so that load from other processes
+on a shared machine hits both alike.
+
+  python scripts/benchmark.py train --resolution 224 --alpha 1.0 --batch 16 --seeds 1 \
+      --mode vmapped --depthwise shifted --reference torch
+
+Subcommands are registered in `SUBCOMMANDS`; add one with a function that fills an argparse
+subparser and sets `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from xaijax.models.mobilenet import BLOCKS, MobileNet  # noqa: E402
+
+NUM_CLASSES = 10
+LEARNING_RATE = 1e-3
+ADAM_B1 = 0.9
+
+
+def emit(record: dict) -> None:
+  print(json.dumps(record), flush=True)
+
+
+def time_interleaved(factories: dict[str, Callable], args, warmup: int, repeats: int,
+                     steps: int) -> dict[str, dict[str, float]]:
+  """Median wall and CPU seconds per step of each stepper; they take turns within each repeat.
+
+  Each stepper lives in its own process (built by `factory(args)`), so one framework's worker
+  threads (XLA's pool, PyTorch's OpenMP team, which spin after work) never compete with the
+  other's inside a process, while the turn-taking exposes both to the same outside load.
+  """
+  context = multiprocessing.get_context('spawn')
+  workers = {}
+  for name, factory in factories.items():
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=_worker, args=(factory, args, warmup, steps, child_end))
+    process.start()
+    workers[name] = (process, parent_end)
+  try:
+    for name, (process, pipe) in workers.items():
+      _expect(pipe.recv(), name)
+    samples = {name: [] for name in workers}
+    for _ in range(repeats):
+      for name, (process, pipe) in workers.items():
+        pipe.send('step')
+        samples[name].append(_expect(pipe.recv(), name))
+  finally:
+    for process, pipe in workers.values():
+      if process.is_alive():
+        pipe.send('stop')
+      process.join()
+  return {name: {'wall': statistics.median(wall for wall, _ in values),
+                 'cpu': statistics.median(cpu for _, cpu in values)}
+          for name, values in samples.items()}
+
+
+def _expect(message, name):
+  if isinstance(message, BaseException):
+    raise RuntimeError(f'benchmark worker {name!r} failed') from message
+  return message
+
+
+def _worker(factory, args, warmup, steps, pipe) -> None:
+  try:
+    step = factory(args)
+    for _ in range(warmup):
+      step()
+    pipe.send('ready')
+    while pipe.recv() == 'step':
+      usage_before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+      for _ in range(steps):
+        step()
+      wall = time.perf_counter() - start
+      usage_after = resource.getrusage(resource.RUSAGE_SELF)
+      cpu = (usage_after.ru_utime + usage_after.ru_stime
+             - usage_before.ru_utime - usage_before.ru_stime)
+      pipe.send((wall / steps, cpu / steps))
+  except Exception as error:  # pylint: disable=broad-except
+    pipe.send(error)
+
+
+# ----------------------------------------------------------------------------- train (Flax)
+
+def flax_train_stepper(args) -> Callable[[], None]:
+  """A jitted MobileNet train step on random data; returns a function running one step."""
+  model = MobileNet(num_classes=NUM_CLASSES, alpha=args.alpha, depthwise_impl=args.depthwise,
+                    pointwise_impl=args.pointwise)
+  optimizer = optax.adam(LEARNING_RATE, b1=ADAM_B1)
+  shape = (args.batch, args.resolution, args.resolution, args.channels)
+
+  def init(key):
+    variables = model.init(key, jnp.zeros(shape, jnp.float32), train=False)
+    params = variables['params']
+    return {'params': params, 'batch_stats': variables['batch_stats'],
+            'opt_state': optimizer.init(params)}
+
+  def train_step(state, images, labels, dropout_key):
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {'params': params, 'batch_stats': state['batch_stats']}, images, train=True,
+          rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, updates['batch_stats']
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state}, loss
+
+  rng = np.random.default_rng(0)
+  seed_keys = jax.random.split(jax.random.key(0), args.seeds)
+  images = jnp.asarray(rng.uniform(-1, 1, (args.seeds,) + shape).astype(np.float32))
+  labels = jnp.asarray(rng.integers(0, NUM_CLASSES, (args.seeds, args.batch)).astype(np.int32))
+
+  if args.mode == 'vmapped':
+    step = jax.jit(jax.vmap(train_step), donate_argnums=0)
+    state = jax.jit(jax.vmap(init))(seed_keys)
+    holder = {'state': state}
+
+    def run_once():
+      holder['state'], loss = step(holder['state'], images, labels, seed_keys)
+      loss.block_until_ready()
+  else:
+    step = jax.jit(train_step, donate_argnums=0)
+    states = [jax.jit(init)(key) for key in seed_keys]
+
+    def run_once():
+      loss = None
+      for seed in range(args.seeds):
+        states[seed], loss = step(states[seed], images[seed], labels[seed], seed_keys[seed])
+      loss.block_until_ready()
+  return run_once
+
+
+# ----------------------------------------------------------------------------- train (torch)
+
+def import_torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise SystemExit(
+        '--reference torch needs PyTorch, an optional benchmark-only dependency: '
+        'pip install torch==2.13.0') from error
+  return torch
+
+
+def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, dropout: float):
+  """MobileNet v1 as Keras builds it (bottom/right padding before stride-2 depthwise convs)."""
+  nn = torch.nn
+
+  class PadBottomRight(nn.Module):
+    def forward(self, x):
+      return nn.functional.pad(x, (0, 1, 0, 1))
+
+  def bn(features):
+    return nn.BatchNorm2d(features, eps=1e-3, momentum=0.01)
+
+  layers = [nn.Conv2d(channels, int(32 * alpha), 3, stride=2, padding=0, bias=False)]
+  # Keras/TF 'SAME' with stride 2 on an even size pads (0, 1): bottom/right only.
+  layers = [PadBottomRight()] + layers + [bn(int(32 * alpha)), nn.ReLU6()]
+  width = int(32 * alpha)
+  for filters, stride in BLOCKS:
+    if stride == 2:
+      layers += [PadBottomRight(), nn.Conv2d(width, width, 3, stride=2, groups=width, bias=False)]
+    else:
+      layers += [nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)]
+    layers += [bn(width), nn.ReLU6()]
+    out = int(filters * alpha)
+    layers += [nn.Conv2d(width, out, 1, bias=False), bn(out), nn.ReLU6()]
+    width = out
+  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+             nn.Linear(width, num_classes)]
+  return nn.Sequential(*layers)
+
+
+def torch_train_stepper(args) -> Callable[[], None]:
+  torch = import_torch()
+  torch.manual_seed(0)
+  models = [torch_mobilenet(torch, NUM_CLASSES, args.alpha, args.channels, 1e-3)
+            for _ in range(args.seeds)]
+  optimizers = [torch.optim.Adam(m.parameters(), lr=LEARNING_RATE, betas=(ADAM_B1, 0.999))
+                for m in models]
+  images = torch.rand(args.batch, args.channels, args.resolution, args.resolution) * 2 - 1
+  labels = torch.randint(0, NUM_CLASSES, (args.batch,))
+  loss_fn = torch.nn.CrossEntropyLoss()
+  for m in models:
+    m.train()
+
+  def run_once():
+    for m, opt in zip(models, optimizers):
+      opt.zero_grad(set_to_none=True)
+      loss = loss_fn(m(images), labels)
+      loss.backward()
+      opt.step()
+  return run_once
+
+
+def run_train(args) -> None:
+  factories = {'flax_mobilenet_train': flax_train_stepper}
+  if args.reference == 'torch':
+    import_torch()  # fail early, before any worker starts
+    factories['torch_mobilenet_train'] = torch_train_stepper
+  seconds = time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
+  for name, per_step in seconds.items():
+    record = {'name': name, 'items_per_s': round(args.seeds * args.batch / per_step['wall'], 3),
+              'seconds_per_step': round(per_step['wall'], 5),
+              'cpu_seconds_per_step': round(per_step['cpu'], 5)}
+    for key in ('resolution', 'alpha', 'batch', 'seeds', 'channels', 'repeats', 'steps'):
+      record[key] = getattr(args, key)
+    if name.startswith('flax'):
+      record.update(mode=args.mode, depthwise=args.depthwise, pointwise=args.pointwise,
+                    device=jax.devices()[0].platform)
+    else:
+      record.update(mode='looped', device='cpu')
+    emit(record)
+
+
+def add_train(subparsers) -> None:
+  parser = subparsers.add_parser(
+      'train', help='MobileNet training throughput (images/s, seeds x images).')
+  parser.add_argument('--resolution', type=int, default=64)
+  parser.add_argument('--alpha', type=float, default=0.5)
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--channels', type=int, default=1, choices=(1, 3))
+  parser.add_argument('--seeds', type=int, default=1)
+  parser.add_argument('--mode', choices=('vmapped', 'looped'), default='vmapped',
+                      help='several seeds: one vmapped step, or the one-seed step in a loop')
+  parser.add_argument('--depthwise', choices=('shifted', 'xla'), default='shifted')
+  parser.add_argument('--pointwise', choices=('dot', 'xla'), default='dot')
+  parser.add_argument('--reference', choices=('none', 'torch'), default='none',
+                      help='also measure the same network and step in PyTorch, interleaved')
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=3, help='steps per timed repeat')
+  parser.set_defaults(run=run_train)
+
+
+# Each entry fills one subparser; `lrp` and `gan` measurements go here too.
+SUBCOMMANDS = (add_train,)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  subparsers = parser.add_subparsers(dest='command', required=True)
+  for add in SUBCOMMANDS:
+    add(subparsers)
+  args = parser.parse_args(argv)
+  args.run(args)
+
+
+if __name__ == '__main__':
+  main()
