@@ -32,6 +32,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from xaijax.models.mobilenet import BLOCKS, MobileNet  # noqa: E402
+from benchmark_lrp import add_lrp  # noqa: E402
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
@@ -257,7 +258,7 @@ def add_train(subparsers) -> None:
 
 
 # Each entry fills one subparser; `lrp` and `gan` measurements go here too.
-SUBCOMMANDS = (add_train,)
+SUBCOMMANDS = (add_train, add_lrp)
 
 
 def main(argv=None) -> None:

@@ -148,7 +148,7 @@ def zennit_relevance(torch, zennit, torch_model, composite, images_nhwc, target)
   """Relevance [N, H, W, C] from Zennit, starting from logit * one_hot(target) as xaijax does."""
   x = torch.tensor(np.transpose(np.asarray(images_nhwc), (0, 3, 1, 2)),
                    dtype=next(torch_model.parameters()).dtype, requires_grad=True)
-  one_hot = torch.nn.functional.one_hot(torch.as_tensor(np.asarray(target)),
+  one_hot = torch.nn.functional.one_hot(torch.as_tensor(np.asarray(target), dtype=torch.long),
                                         torch_model[-1].out_features).to(x.dtype)
   with zennit.attribution.Gradient(model=torch_model, composite=composite) as attributor:
     _, relevance = attributor(x, lambda logits: logits * one_hot)
