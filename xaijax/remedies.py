@@ -3,7 +3,7 @@
 Each takes the region to act on as an input (a mask, or the strip geometry), so the paper's fixed strips,
 the exact overlay mask of the synthetic data, or a mask found later by LRP can all drive them. Pixels
 outside the region are returned untouched (crop excepted: it resamples the whole image by design).
-The generative inpainter joins this table in its own module.
+The generative inpainter is trained in `xaijax.training.gan`; `generative` here runs the fitted one.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def strip_region(images: np.ndarray) -> np.ndarray:
 
 def apply(name: str, images: np.ndarray, overlay_mask: np.ndarray | None = None, region: str = "strips",
           **settings) -> np.ndarray:
-    """Apply remedy `name` ('none', 'blur', 'crop', 'black_stripe', 'telea') to a batch.
+    """Apply remedy `name` ('none', 'blur', 'crop', 'black_stripe', 'telea', 'generative') to a batch.
 
     region: 'strips' (the paper: the fixed top and bottom strips) or 'mask' (the overlay mask handed in,
     which may come from the dataset or from LRP). Telea defaults to the mask when one is given.
@@ -117,10 +117,20 @@ def _crop_region(images, mask, **settings):
     return crop(images, top, bottom, **settings)
 
 
+def _generative(images, mask, inpainter=None):
+    """The fitted inpainting GAN (`xaijax.training.gan.fit_or_load`) filling the region."""
+    if inpainter is None:
+        raise ValueError("remedy 'generative' needs the fitted inpainter: "
+                         "apply(..., inpainter=xaijax.training.gan.fit_or_load(...))")
+    _check_batch(images, mask)
+    return inpainter(images, mask)
+
+
 REMEDIES = {
     "none": lambda images, mask: images.copy(),
     "blur": blur,
     "crop": _crop_region,
     "black_stripe": black_stripe,
     "telea": telea,
+    "generative": _generative,
 }
