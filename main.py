@@ -1,4 +1,6 @@
-"""Run one case of the workflow: python main.py --config=configs/original.py --workdir=runs/original"""
+"""Run one case of the workflow: python main.py --config=configs/generative.py --workdir=runs/generative"""
+import logging
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -9,9 +11,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every output; a reru
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(logging.Filter):
+    """Orbax and TFDS narrate every save and read at INFO; keep their warnings, drop the chatter."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or not any(
+            name in record.pathname for name in ("orbax", "tensorflow_datasets", "etils"))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger("absl").addFilter(_QuietLibraries())
     workflow.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -95,6 +95,12 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
         progress_bar=True,
     ))
 
+    config.lrp = ml_collections.ConfigDict(dict(
+        composite="epsilon",  # 'epsilon', 'epsilon_plus', 'epsilon_gamma_box', 'epsilon_plus_flat'
+        epsilon=1e-6,
+        batch_size=32,
+    ))
+
     for key, value in options.items():
         if key != "paper":
             section, field = ARG_OPTIONS[key][1].split(".")

@@ -1,7 +1,8 @@
-"""The workflow, stage by stage; each stage writes into the workdir and is skipped when its output is there.
+"""The workflow of one case, stage by stage; each stage writes into the workdir and is skipped on a rerun
+when its output is there, so a killed run resumes instead of starting over.
 
-Stages so far: dataset (build or reuse; a summary and preview figures), remedy. Training, explanation and the
-report join as their issues land.
+    dataset -> remedy (fit the inpainter first for `generative`) -> train N seeds -> evaluate
+    (test, test_clean, test_attacked) -> explain (LRP; relevance share in the overlay) -> report
 """
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 from absl import logging
 
 from xaijax import data, remedies
 from xaijax.data import CLASS_NAMES, preview
+from xaijax.data.overlays import strip_mask
+
+TEST_SPLITS = ("test", "test_clean", "test_attacked")
+REMEDY_NAMES = tuple(remedies.REMEDIES) + ("generative",)
 
 
-def write_json(path: str, payload: dict) -> None:
+def write_json(path: str, payload) -> None:
     """Write then rename, so a run killed mid-write never leaves a half file that a rerun would trust."""
     partial = path + ".partial"
     with open(partial, "w") as f:
@@ -24,8 +30,48 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(partial, path)
 
 
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def describe(data_config) -> str:
     return f"{data_config.name}, {data_config.resolution} px, overlays: {data_config.overlay_mode}"
+
+
+def validate(config) -> None:
+    """Fail at start, saying what to change, rather than an hour into a run."""
+    problems = []
+    if config.data.resolution < 32:
+        problems.append(f"data.resolution={config.data.resolution}: MobileNet needs at least 32 px")
+    if config.remedy.name not in REMEDY_NAMES:
+        problems.append(f"remedy.name={config.remedy.name!r}: choose one of {REMEDY_NAMES}")
+    if config.remedy.region not in ("strips", "mask"):
+        problems.append(f"remedy.region={config.remedy.region!r}: choose 'strips' or 'mask'")
+    train = config.train
+    for key in ("epochs", "batch_size", "patience"):
+        if int(train[key]) < 1:
+            problems.append(f"train.{key}={train[key]}: must be at least 1")
+    if isinstance(train.seeds, int) and train.seeds < 1:
+        problems.append(f"train.seeds={train.seeds}: must be at least 1")
+    if not train.learning_rate > 0:
+        problems.append(f"train.learning_rate={train.learning_rate}: must be positive")
+    if config.model.init_from and not os.path.isfile(os.path.expanduser(config.model.init_from)):
+        problems.append(f"model.init_from={config.model.init_from!r}: no such file")
+    if problems:
+        raise ValueError("bad config:\n  " + "\n  ".join(problems))
+
+
+class Timings:
+    """Seconds spent per stage, kept in timings.json so a resumed run still reports its whole wall time."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "timings.json")
+        self.seconds = read_json(self.path) if os.path.exists(self.path) else {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + seconds, 2)
+        write_json(self.path, self.seconds)
 
 
 def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
@@ -67,10 +113,132 @@ def remedy_stage(config, splits: dict, workdir: str) -> dict[str, dict[str, np.n
     return {name: {**split, "image": remedied[name]} for name, split in splits.items()}
 
 
-def run(config, workdir: str) -> None:
+def model_and_preprocess(config):
+    from xaijax.training import classifier
+
+    return classifier.default_model(config.model), classifier.default_preprocess(int(config.model.channels))
+
+
+def initial_variables(config, model):
+    """Pretrained weights from `model.init_from` (a Keras MobileNet file), or None."""
+    if not config.model.init_from:
+        return None
+    from xaijax.models import keras_import
+
+    template = model.init(jax.random.PRNGKey(0), np.zeros((1, config.data.resolution, config.data.resolution,
+                                                           int(config.model.channels)), np.float32), train=False)
+    return keras_import.load_keras_mobilenet(os.path.expanduser(config.model.init_from), template)
+
+
+def train_stage(config, splits: dict, workdir: str):
+    from xaijax.training import classifier
+
+    model, _ = model_and_preprocess(config)
+    return classifier.train_classifier(
+        config, {"train": splits["train"], "validation": splits["validation"]},
+        os.path.join(workdir, "classifier"), model, initial_variables=initial_variables(config, model))
+
+
+def evaluate_stage(config, splits: dict, result, workdir: str) -> dict:
+    """Macro F1, precision and recall of every seed on the three test sets (evaluation.json)."""
+    path = os.path.join(workdir, "evaluation.json")
+    if os.path.exists(path):
+        return read_json(path)
+    from xaijax import evaluation
+
+    model, preprocess = model_and_preprocess(config)
+    scores = evaluation.evaluate_splits(model, result.variables, {name: splits[name] for name in TEST_SPLITS},
+                                        preprocess=preprocess, num_classes=int(config.model.num_classes),
+                                        batch_size=int(config.train.eval_batch_size))
+    write_json(path, scores)
+    return scores
+
+
+def _mean_std(values: np.ndarray) -> dict:
+    values = np.asarray(values, np.float64)
+    return {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
+            "per_seed": [float(v) for v in values]}
+
+
+def explain_stage(config, splits: dict, result, workdir: str) -> dict:
+    """LRP on the test images for every seed: the share of positive relevance on the overlay's pixels,
+    on the strips and on the defect; heatmap grids of the best seed (explanation.json, lrp_*.png)."""
+    path = os.path.join(workdir, "explanation.json")
+    if os.path.exists(path):
+        return read_json(path)
+    from xaijax import lrp
+    from xaijax.lrp import heatmaps, metrics
+
+    model, preprocess = model_and_preprocess(config)
+    test = splits["test"]
+    batch = int(config.lrp.batch_size)
+    composite, epsilon = config.lrp.composite, float(config.lrp.epsilon)
+
+    @jax.jit
+    def shares(variables, images, overlay, strips, defect):
+        relevance = lrp.explain(model, variables, preprocess(images), composite=composite, epsilon=epsilon)
+        return (metrics.relevance_mass_in_mask(relevance, overlay), metrics.relevance_mass_in_mask(relevance, strips),
+                metrics.relevance_mass_in_mask(relevance, defect), lrp.heatmap(relevance))
+
+    strips = np.broadcast_to(strip_mask(test["image"].shape[1]), test["image"].shape)
+    per_seed = {"overlay": [], "strips": [], "defect": []}
+    best = int(np.argmax(result.best_validation_f1))
+    best_maps = []
+    for seed_index in range(len(result.seeds)):
+        variables = result.variables_of(seed_index)
+        collected = {"overlay": [], "strips": [], "defect": []}
+        for start in range(0, len(test["label"]), batch):
+            part = slice(start, start + batch)
+            overlay, strip, defect, maps = shares(variables, test["image"][part], test["mask"][part], strips[part],
+                                                  test["defect"][part])
+            for key, value in zip(("overlay", "strips", "defect"), (overlay, strip, defect)):
+                collected[key].append(np.asarray(value))
+            if seed_index == best:
+                best_maps.append(np.asarray(maps))
+        for key, values in collected.items():
+            per_seed[key].append(float(np.nanmean(np.concatenate(values))))
+    maps = np.concatenate(best_maps)
+    shown = preview.first_of_each_class(test, 1)
+    titles = [f"{CLASS_NAMES[test['label'][i]]}" for i in shown]
+    heatmaps.write_heatmap_grid(os.path.join(workdir, "lrp_examples.png"), test["image"][shown], maps[shown],
+                                titles, columns=5)
+    heatmaps.write_class_means(os.path.join(workdir, "lrp_class_means.png"), maps, test["label"], CLASS_NAMES)
+    explanation = {
+        "composite": composite,
+        "target": "predicted class",
+        "split": "test",
+        "best_seed": int(result.seeds[best]),
+        "relevance_mass_in_overlay": _mean_std(per_seed["overlay"]),
+        "relevance_mass_in_strips": _mean_std(per_seed["strips"]),
+        "relevance_mass_in_defect": _mean_std(per_seed["defect"]),
+        "figures": ["lrp_examples.png", "lrp_class_means.png"],
+    }
+    write_json(path, explanation)
+    return explanation
+
+
+def run(config, workdir: str) -> dict:
+    validate(config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    splits = dataset_stage(config, workdir)
-    remedy_stage(config, splits, workdir)
+    timings = Timings(workdir)
+    stages = {}
+
+    def timed(name, function, *args):
+        start = time.time()
+        output = function(*args)
+        timings.add(name, time.time() - start)
+        stages[name] = output
+        return output
+
+    splits = timed("dataset", dataset_stage, config, workdir)
+    splits = timed("remedy", remedy_stage, config, splits, workdir)
+    result = timed("train", train_stage, config, splits, workdir)
+    timed("evaluate", evaluate_stage, config, splits, result, workdir)
+    timed("explain", explain_stage, config, splits, result, workdir)
+    from xaijax import report
+
+    results = report.write_case_report(config, workdir, result, stages, timings.seconds)
     logging.info("done: %s", workdir)
+    return results
