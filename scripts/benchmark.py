@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from xaijax.models.mobilenet import BLOCKS, MobileNet  # noqa: E402
 from benchmark_lrp import add_lrp  # noqa: E402
+from benchmark_gan import add_gan  # noqa: E402
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
@@ -258,7 +259,7 @@ def add_train(subparsers) -> None:
 
 
 # Each entry fills one subparser; `lrp` and `gan` measurements go here too.
-SUBCOMMANDS = (add_train, add_lrp)
+SUBCOMMANDS = (add_train, add_lrp, add_gan)
 
 
 def main(argv=None) -> None:
