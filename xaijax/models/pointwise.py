@@ -43,6 +43,7 @@ def dot_conv_general_dilated(
       and all(d == 1 for d in (lhs_dilation or ()))
       and _pads_nothing(padding, num_spatial)
       and is_channels_last(dimension_numbers, lhs.ndim)
+      and precision is None  # the fast path uses the default matmul precision
   )
   if not is_pointwise:
     return lax.conv_general_dilated(
