@@ -281,3 +281,37 @@ def test_training_mode_is_refused_with_a_clear_message():
   x = jax.random.uniform(jax.random.key(8), (2, 9, 9, 1), jnp.float64, -1.0, 1.0)
   with pytest.raises(lrp.UnsupportedModelError, match='batch statistics'):
     lrp.explain(SmallCnn(), small_cnn_variables(1, x), x, call_kwargs={'train': True})
+
+
+class BranchyNet(nn.Module):
+  """Residual addition, average pooling, flatten and concatenation between ReLU convolutions."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(4, (3, 3), bias_init=nn.initializers.normal(0.3))(x))
+    branch = nn.relu(nn.Conv(4, (3, 3), bias_init=nn.initializers.normal(0.3))(x))
+    x = x + branch
+    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    flat = x.reshape(x.shape[0], -1)
+    x = jnp.concatenate([flat, flat[:, :5] * 0.5], axis=1)
+    return nn.Dense(3, bias_init=nn.initializers.normal(0.3))(x)
+
+
+def test_lrp_0_equals_gradient_times_input_through_residuals_pooling_and_reshapes():
+  model = BranchyNet()
+  x = images((2, 6, 6, 2), seed=3)
+  variables = model.init(jax.random.key(4), x)
+  explanation = lrp.explain_with_details(model, variables, x, composite=lrp_0_everywhere())
+
+  def target_logit(inputs):
+    return jnp.sum(model.apply(variables, inputs)[jnp.arange(2), explanation.target])
+
+  expected = x * jax.jit(jax.grad(target_logit))(x)
+  np.testing.assert_allclose(explanation.relevance, expected, rtol=1e-6, atol=1e-10)
+  # The biases keep what the input does not get; the residual sum and pooling keep nothing.
+  kept = sum(explanation.absorbed.values())
+  target_logits = explanation.logits[jnp.arange(2), explanation.target]
+  np.testing.assert_allclose(explanation.relevance.sum(axis=(1, 2, 3)) + kept, target_logits,
+                             rtol=1e-9)
+  sums = [v for name, v in explanation.absorbed.items() if name.startswith(('add', 'reduce'))]
+  assert sums and all(np.allclose(v, 0.0, atol=1e-12) for v in sums)

@@ -143,6 +143,8 @@ def test_mobilenet_layers_are_all_recognised():
       'conv1+conv1_bn', 'conv_dw_1+conv_dw_1_bn', 'conv_pw_1+conv_pw_1_bn']
   assert len(layers) == 28 and layers[-1].name == 'conv_preds'
   assert [layer.is_first for layer in layers] == [True] + [False] * 27
+  # Every layer but the first reads a ReLU6 (clip) output, pooled for the head.
+  assert [layer.input_nonnegative for layer in layers] == [False] + [True] * 27
   depthwise = [layer for layer in layers if 'conv_dw' in layer.name]
   assert all(isinstance(layer.calls[0].module, nn.Conv)
              and layer.calls[0].module.feature_group_count > 1 for layer in depthwise)

@@ -6,6 +6,7 @@ layer with a modified kernel (M+ = max(M, 0) holds because every entry of a conv
 is a single kernel weight or 0).
 """
 
+import dataclasses
 import functools
 import zlib
 
@@ -169,3 +170,13 @@ def test_rules_conserve_relevance_without_bias(rule):
   relevance_in = call_rule(rule, layer, x, relevance, eps, -3.0, 3.0)
   np.testing.assert_allclose(relevance_in.sum(axis=(1, 2, 3)), relevance.sum(axis=(1, 2, 3)),
                              rtol=1e-8)
+
+
+@pytest.mark.parametrize('rule', ['zplus', 'alpha_beta', 'gamma'])
+@pytest.mark.parametrize('layer_name', ['conv', 'depthwise_shifted'])
+def test_nonnegative_input_shortcut_gives_the_same_relevance(rule, layer_name):
+  layer, x, relevance, _, _ = make_case(layer_name, True)
+  x = jnp.abs(x)
+  promised = dataclasses.replace(layer, nonnegative_inputs=True)
+  np.testing.assert_allclose(rules.RULES[rule](promised, x, relevance),
+                             rules.RULES[rule](layer, x, relevance), rtol=1e-12, atol=1e-15)

@@ -79,3 +79,30 @@ def batchnorm_as_layer(mean, var, scale, offset, epsilon: float) -> AffineLayer:
 
 def _scale_features(kernel, x):
   return x * kernel
+
+
+# Sign propagation: which outputs are provably >= 0 given which inputs are (a ReLU's output,
+# a pooled ReLU output, ...). Rules split inputs into x+ and x-; on such inputs they skip x-.
+_ALWAYS_NONNEGATIVE = frozenset({'abs', 'exp', 'exp2', 'logistic', 'sqrt', 'rsqrt', 'square'})
+_NONNEGATIVE_IF_ALL = frozenset({
+    'min', 'mul', 'div', 'add', 'add_any', 'dot_general', 'conv_general_dilated', 'reduce_sum',
+    'reduce_max', 'reduce_min', 'reduce_window_sum', 'reduce_window_max', 'reduce_window_min',
+    'cumsum', 'reshape', 'squeeze', 'expand_dims', 'broadcast_in_dim', 'transpose', 'slice',
+    'dynamic_slice', 'concatenate', 'pad', 'rev', 'copy', 'copy_p', 'convert_element_type',
+    'reduce_precision', 'gather', 'split', 'erf',
+})
+
+
+def output_is_nonnegative(name: str, params: dict, nonnegative: list) -> bool:
+  """Whether a primitive's (every) output is >= 0, given per input whether it is (ints: True)."""
+  if name in _ALWAYS_NONNEGATIVE:
+    return True
+  if name == 'max':
+    return any(nonnegative)
+  if name == 'clamp':  # clamp(low, x, high)
+    return nonnegative[0] or (nonnegative[1] and nonnegative[2])
+  if name == 'select_n':
+    return all(nonnegative[1:])
+  if name == 'integer_pow':
+    return params['y'] % 2 == 0 or nonnegative[0]
+  return name in _NONNEGATIVE_IF_ALL and all(nonnegative)

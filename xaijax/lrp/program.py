@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.module import merge_param
 from jax.extend import core as jax_core
 from jax.extend import source_info_util
@@ -97,6 +98,7 @@ class Layer:
   x: Atom
   output: int
   is_first: bool
+  input_nonnegative: bool = False  # x >= 0 by construction (a ReLU's output)
 
   @property
   def inputs(self):
@@ -110,7 +112,7 @@ class Layer:
     layer = self.calls[0].affine(read)
     for batchnorm in self.calls[1:]:
       layer = canonize.fold_batchnorm(layer, *batchnorm.batchnorm_statistics(read))
-    return layer
+    return dataclasses.replace(layer, nonnegative_inputs=self.input_nonnegative)
 
 
 @dataclasses.dataclass
@@ -278,8 +280,38 @@ def _is_elementwise(closed, shape) -> bool:
   return True
 
 
+def _value_is_nonnegative(value) -> bool:
+  value = np.asarray(value)
+  return not np.issubdtype(value.dtype, np.inexact) or bool(np.all(value >= 0))
+
+
+def _outputs_nonnegative(closed, inputs_nonnegative) -> list:
+  """Per output of a sub-program: provably >= 0, given which of its inputs are."""
+  flags = {}
+  for var, const in zip(closed.jaxpr.constvars, closed.consts):
+    flags[var] = _value_is_nonnegative(const)
+  for var, flag in zip(closed.jaxpr.invars, inputs_nonnegative):
+    flags[var] = flag or not _is_float(var.aval)
+
+  def read(v):
+    return _value_is_nonnegative(v.val) if isinstance(v, jax_core.Literal) else flags[v]
+
+  for eqn in closed.jaxpr.eqns:
+    inputs = [read(v) for v in eqn.invars]
+    sub = _sub_jaxpr(eqn)
+    if sub is not None:
+      outputs = _outputs_nonnegative(sub, inputs)
+    else:
+      outputs = [canonize.output_is_nonnegative(eqn.primitive.name, eqn.params, inputs)
+                 ] * len(eqn.outvars)
+    for var, flag in zip(eqn.outvars, outputs):
+      flags[var] = flag or not _is_float(var.aval)
+  return [read(v) for v in closed.jaxpr.outvars]
+
+
 class _Builder:
-  """Inlines a jaxpr into Program nodes, tracking which variables carry activations."""
+  """Inlines a jaxpr into Program nodes, tracking which variables carry activations and which
+  are provably non-negative."""
 
   def __init__(self, layer_calls):
     self.layer_calls = layer_calls
@@ -287,6 +319,7 @@ class _Builder:
     self.shapes = {}
     self.activations = set()
     self.after_layer = set()  # ids computed from some layer's output
+    self.nonnegative = set()
 
   def new_id(self, aval, activation, after_layer):
     var_id = len(self.shapes)
@@ -299,6 +332,11 @@ class _Builder:
 
   def is_activation(self, atom):
     return isinstance(atom, int) and atom in self.activations
+
+  def is_nonnegative(self, atom):
+    if isinstance(atom, Const):
+      return _value_is_nonnegative(atom.value)
+    return atom in self.nonnegative or not _is_float(self.shapes[atom])
 
   def inline(self, closed, in_atoms):
     env = {}
@@ -318,7 +356,6 @@ class _Builder:
     return [read(v) for v in closed.jaxpr.outvars]
 
   def add_equation(self, eqn, inputs):
-    name = eqn.primitive.name
     active = tuple(i for i, a in enumerate(inputs) if self.is_activation(a))
     after = any(isinstance(a, int) and a in self.after_layer for a in inputs)
     sub = _sub_jaxpr(eqn)
@@ -334,6 +371,13 @@ class _Builder:
     else:
       category = self.classify(eqn, inputs, active)
     outputs = tuple(self.new_id(v.aval, bool(active), after) for v in eqn.outvars)
+    flags = [self.is_nonnegative(a) for a in inputs]
+    if sub is not None:
+      nonnegative = _outputs_nonnegative(sub, flags)
+    else:
+      nonnegative = [canonize.output_is_nonnegative(eqn.primitive.name, eqn.params, flags)
+                     ] * len(outputs)
+    self.nonnegative.update(o for o, flag in zip(outputs, nonnegative) if flag)
     self.nodes.append(Operation(eqn.primitive, dict(eqn.params), inputs, outputs, category,
                                 active, _source(eqn)))
     return outputs
@@ -343,7 +387,8 @@ class _Builder:
     *variable_inputs, x = inputs
     call = ModuleCall(layer_name, kind, module, treedef, tuple(variable_inputs))
     output = self.new_id(eqn.outvars[0].aval, self.is_activation(x), True)
-    self.nodes.append(Layer(layer_name, kind, (call,), x, output, is_first=not after))
+    self.nodes.append(Layer(layer_name, kind, (call,), x, output, is_first=not after,
+                            input_nonnegative=self.is_nonnegative(x)))
     return (output,)
 
   def is_pointwise_block(self, eqn, inputs, active, sub):
@@ -450,7 +495,7 @@ def fold_batchnorms(program: Program) -> Program:
         and source is not None and source.kind != 'batchnorm' and uses.get(node.x) == 1):
       merged.add(id(source))
       node = Layer(f'{source.name}+{node.name}', source.kind, source.calls + node.calls,
-                   source.x, node.output, source.is_first)
+                   source.x, node.output, source.is_first, source.input_nonnegative)
     nodes.append(node)
   nodes = [n for n in nodes if id(n) not in merged]
   return dataclasses.replace(program, nodes=nodes)

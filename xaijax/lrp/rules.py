@@ -38,10 +38,15 @@ Array = Any
 
 @dataclasses.dataclass(frozen=True)
 class AffineLayer:
-  """z = linear(kernel, x) + bias, the bias broadcast along the last axis (None: no bias)."""
+  """z = linear(kernel, x) + bias, the bias broadcast along the last axis (None: no bias).
+
+  `nonnegative_inputs` promises x >= 0 (the layer reads a ReLU's output): the rules that split
+  x into x+ and x- then skip the x- terms, which are zero, and run about twice as fast.
+  """
   linear: Callable[[Array, Array], Array]
   kernel: Array
   bias: Array | None = None
+  nonnegative_inputs: bool = False
 
   def __call__(self, x):
     return _affine(self.linear, self.kernel, self.bias, x)
@@ -93,6 +98,9 @@ def lrp_0(layer: AffineLayer, x, relevance):
 
 def _signed_terms(layer, x, kernel_for_positive_x, kernel_for_negative_x, bias):
   """z and vjps of the two terms x+ K1 + bias and x- K2 (the split Zennit uses)."""
+  if layer.nonnegative_inputs:
+    z, vjp = _vjp(layer.linear, kernel_for_positive_x, bias, x)
+    return z, lambda scaled: x * vjp(scaled)[0]
   x_pos, x_neg = jnp.maximum(x, 0), jnp.minimum(x, 0)
   z_pos, vjp_pos = _vjp(layer.linear, kernel_for_positive_x, bias, x_pos)
   z_neg, vjp_neg = _vjp(layer.linear, kernel_for_negative_x, None, x_neg)
