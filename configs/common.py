@@ -101,6 +101,10 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
         batch_size=32,
     ))
 
+    from xaijax.training import gan  # its defaults live beside the trainer that reads them
+
+    config.gan = gan.default_config(paper)
+
     for key, value in options.items():
         if key != "paper":
             section, field = ARG_OPTIONS[key][1].split(".")

@@ -4,7 +4,7 @@ import pytest
 
 from configs import common
 
-CASES = ["original", "blur", "crop", "black_stripe", "telea"]
+CASES = ["original", "blur", "crop", "black_stripe", "telea", "generative"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -80,11 +80,12 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
               f"| defect | {pm(results['relevance_mass_in_defect'], 3)} |", ""]
     if "inpainting" in results:
         lines += ["## Inpainting quality against the clean images (test split)", "",
-                  "| method | PSNR in mask | SSIM in mask | L1 in mask | PSNR image |", "|---|---|---|---|---|"]
+                  "| method | PSNR in mask (dB) | SSIM in mask | L1 in mask | PSNR image (dB) | SSIM image |",
+                  "|---|---|---|---|---|---|"]
         for method, q in results["inpainting"].items():
-            lines.append(f"| {method} | {q['psnr_mask']:.2f} | {q['ssim_mask']:.3f} | {q['l1_mask']:.2f} | "
-                         f"{q['psnr_image']:.2f} |")
-        lines.append("")
+            lines.append(f"| {method} | {q['psnr_in_mask']:.2f} | {q['ssim_in_mask']:.3f} | {q['l1_in_mask']:.2f} | "
+                         f"{q['psnr']:.2f} | {q['ssim']:.3f} |")
+        lines += ["", "![inpainting](inpainting_grid.png)", ""]
     lines += ["## Figures", "", "![validation F1](validation_f1.png)", "",
               f"LRP of the best seed ({explanation['best_seed']}), one test image per class:", "",
               "![LRP examples](lrp_examples.png)", "", "![LRP class means](lrp_class_means.png)", "",

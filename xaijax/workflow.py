@@ -104,13 +104,40 @@ def remedy_stage(config, splits: dict, workdir: str) -> dict[str, dict[str, np.n
     if os.path.exists(path):
         with np.load(path) as cached:
             return {name: {**split, "image": cached[name]} for name, split in splits.items()}
+    settings = {}
+    if config.remedy.name == "generative":
+        settings["inpainter"] = fitted_inpainter(config, splits, workdir)
     remedied = {}
     for name, split in splits.items():
-        remedied[name] = remedies.apply(config.remedy.name, split["image"], split["mask"], config.remedy.region)
+        remedied[name] = remedies.apply(config.remedy.name, split["image"], split["mask"], config.remedy.region,
+                                        **settings)
     partial = path + ".partial.npz"
     np.savez(partial, **remedied)
     os.replace(partial, path)
     return {name: {**split, "image": remedied[name]} for name, split in splits.items()}
+
+
+def fitted_inpainter(config, splits: dict, workdir: str):
+    """The GAN inpainter of the generative case: trained on the training split once, then reused."""
+    from xaijax.training import gan
+
+    return gan.fit_or_load_for_case(config, splits["train"], workdir,
+                                    show_progress=bool(config.train.get("progress_bar", True)))
+
+
+def inpainting_stage(config, splits: dict, workdir: str) -> dict:
+    """How well each remover restores the clean test images, inside the mask and overall (generative case,
+    synthetic data only, where the clean truth exists): inpainting_quality.json and inpainting_grid.png."""
+    from xaijax import inpainting_quality
+    from xaijax.training import gan
+
+    path = os.path.join(workdir, inpainting_quality.QUALITY_FILE)
+    if os.path.exists(path):
+        return read_json(path)
+    test = splits["test"]
+    return inpainting_quality.evaluate(test, gan.region_masks(test, config.remedy.region),
+                                       fitted_inpainter(config, splits, workdir), workdir,
+                                       int(config.gan.grid_examples))
 
 
 def model_and_preprocess(config):
@@ -233,6 +260,8 @@ def run(config, workdir: str) -> dict:
         return output
 
     splits = timed("dataset", dataset_stage, config, workdir)
+    if config.remedy.name == "generative" and config.data.name == "synthetic_gc10":
+        timed("inpainting", inpainting_stage, config, splits, workdir)
     splits = timed("remedy", remedy_stage, config, splits, workdir)
     result = timed("train", train_stage, config, splits, workdir)
     timed("evaluate", evaluate_stage, config, splits, result, workdir)
