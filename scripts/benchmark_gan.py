@@ -44,7 +44,7 @@ def gan_train_stepper(args, features: int, depth: int):
   images, masks, clean = _data(args)
   models = gan.Models.from_config(config)
   data = gan.training_data(config, images, masks, clean)
-  holder = [gan.init_state(jax.random.key(0), models, args.resolution, args.resolution)]
+  holder = [gan.init_state(gan.inpainting.prng_key(0), models, args.resolution, args.resolution)]
 
   def step():
     holder[0], losses = gan.jitted_train_step(models, holder[0], data, args.batch,
@@ -56,7 +56,7 @@ def gan_train_stepper(args, features: int, depth: int):
 def gan_inpaint_stepper(args, features: int, depth: int):
   from xaijax.models import inpainting  # pylint: disable=import-outside-toplevel
   from xaijax.training import gan  # pylint: disable=import-outside-toplevel
-  params = inpainting.init_generator(jax.random.key(0), inpainting.UNetGenerator(features, depth),
+  params = inpainting.init_generator(inpainting.prng_key(0), inpainting.UNetGenerator(features, depth),
                                      args.resolution, args.resolution)
   inpainter = gan.Inpainter(params, features, depth, batch_size=args.batch)
   images, masks, _ = _data(args)

@@ -1,5 +1,5 @@
+import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,8 @@ SIZE = 32
 
 def overlay_masks(count: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.stack([overlays.draw_overlay(rng, SIZE, logo=int(rng.integers(0, 10)))[1] for _ in range(count)])[..., None]
+    masks = [overlays.draw_overlay(rng, SIZE, logo=int(rng.integers(0, 10)))[1] for _ in range(count)]
+    return np.stack(masks)[..., None]
 
 
 def tiny_config(**changes):
@@ -46,7 +47,7 @@ def test_self_supervised_examples_roll_the_image_and_keep_the_borrowed_hole_off_
     images = rng.integers(0, 256, (8, SIZE, SIZE, 1), dtype=np.uint8)
     own, donors = overlay_masks(8, seed=1), overlay_masks(8, seed=2)
     rolled, regions, holes = map(np.asarray, gan.self_supervised_example(
-        jax.random.key(0), gan.inpainting.to_unit_range(images), jnp.asarray(own), jnp.asarray(donors)))
+        gan.inpainting.prng_key(0), gan.inpainting.to_unit_range(images), jnp.asarray(own), jnp.asarray(donors)))
     assert rolled.shape == regions.shape == holes.shape == own.shape  # inside the image, by construction
     assert set(np.unique(holes)) <= {0.0, 1.0}
     assert np.mean(holes.sum(axis=(1, 2, 3)) > 0) > 0.5  # empty only where the moved overlay covers the donor's
@@ -68,7 +69,7 @@ def test_batches_per_mode():
     for mode in gan.MODES:
         config = tiny_config(mode=mode)
         data = gan.training_data(config, images, mask, clean)
-        batch = gan.sample_batch(jax.random.key(0), data, 5, mode == "self_supervised")
+        batch = gan.sample_batch(gan.inpainting.prng_key(0), data, 5, mode == "self_supervised")
         assert batch["images"].shape == (5, SIZE, SIZE, 1)
         assert bool(jnp.all(batch["input_hole"] >= batch["loss_hole"]))  # the loss only sees holes G sees
         if mode == "self_supervised":
@@ -83,7 +84,7 @@ def test_a_few_generator_steps_reduce_the_hole_l1_on_a_fixed_batch():
     images, mask, clean = tiny_data()
     config = tiny_config(learning_rate=2e-3)
     models = gan.Models.from_config(config)
-    state = gan.init_state(jax.random.key(0), models, SIZE, SIZE)
+    state = gan.init_state(gan.inpainting.prng_key(0), models, SIZE, SIZE)
     batch = dict(images=gan.inpainting.to_unit_range(images), input_hole=jnp.asarray(mask, jnp.float32),
                  loss_hole=jnp.asarray(mask, jnp.float32), target=gan.inpainting.to_unit_range(clean))
     condition = gan.inpainting.generator_input(batch["images"], batch["input_hole"])
@@ -97,6 +98,23 @@ def test_a_few_generator_steps_reduce_the_hole_l1_on_a_fixed_batch():
         state, (_, l1, total) = step(state)
     assert float(l1) < 0.5 * float(first_l1)
     assert np.isfinite(float(total))
+
+
+def test_a_training_step_moves_every_network_and_averages_the_generator():
+    images, mask, clean = tiny_data()
+    config = tiny_config(mode="paired", ema_decay=0.75)
+    models = gan.Models.from_config(config)
+    state = gan.init_state(gan.inpainting.prng_key(0), models, SIZE, SIZE)
+    before = jax.device_get(state)
+    after, losses = gan.jitted_train_step(models, state, gan.training_data(config, images, mask, clean), 4, False)
+    after = jax.device_get(after)
+    assert losses.shape == (len(gan.LOSS_NAMES),) and int(after["step"]) == 1
+    for network in ("generator", "discriminator"):
+        changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before[network], after[network])
+        assert all(jax.tree.leaves(changed))
+    expected = jax.tree.map(lambda old, new: 0.75 * old + 0.25 * new, before["generator_average"], after["generator"])
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7), after["generator_average"],
+                 expected)
 
 
 def test_fit_writes_metrics_and_a_checkpoint_that_a_rerun_reuses(tmp_path, monkeypatch):
@@ -117,6 +135,7 @@ def test_fit_writes_metrics_and_a_checkpoint_that_a_rerun_reuses(tmp_path, monke
     reloaded = gan.fit_or_load(config, images, mask, str(directory), show_progress=False)
     jax.tree.map(np.testing.assert_array_equal, reloaded.params, inpainter.params)
     np.testing.assert_array_equal(reloaded(images, mask), out)
+    gan.fit_or_load(tiny_config(log_every=1, inference_batch_size=3), images, mask, str(directory))  # reused
     with pytest.raises(ValueError, match="delete that folder"):
         gan.fit_or_load(tiny_config(steps=6), images, mask, str(directory), show_progress=False)
 
@@ -143,7 +162,8 @@ def test_bad_inputs_are_explained():
 
 def test_generative_remedy_runs_the_inpainter_on_the_region():
     images, mask, _ = tiny_data()
-    params = gan.inpainting.init_generator(jax.random.key(0), gan.inpainting.UNetGenerator(4, 2), SIZE, SIZE)
+    generator = gan.inpainting.UNetGenerator(4, 2)
+    params = gan.inpainting.init_generator(gan.inpainting.prng_key(0), generator, SIZE, SIZE)
     inpainter = gan.Inpainter(params, 4, 2, batch_size=8)
     out = remedies.apply("generative", images, mask, region="mask", inpainter=inpainter)
     np.testing.assert_array_equal(out, inpainter(images, mask))

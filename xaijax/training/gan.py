@@ -21,8 +21,11 @@ The whole training step (batch sampling on the device, one discriminator update,
 is a pure jitted function of the state (which holds the key); every `log_every` steps the host writes the
 progress bar and `gan_metrics.jsonl` and stops on a non-finite loss, naming the step.
 
-Entry points: `default_config`, `fit`, `fit_or_load` (orbax checkpoint of the generator, reused when
-present), and `Inpainter` (uint8 images + region -> uint8 images; only region pixels change).
+The fitted generator is the exponential moving average of the generator's weights (`gan.ema_decay`).
+
+Entry points: `default_config` (the `config.gan` section), `fit`, `fit_or_load` (orbax checkpoint of the
+generator in a folder, reused when present), `fit_or_load_for_case` (the same from a whole config and the
+training split), and `Inpainter` (uint8 images + region -> uint8 images; only region pixels change).
 """
 from __future__ import annotations
 
@@ -52,14 +55,15 @@ def default_config(paper: bool = False) -> ml_collections.ConfigDict:
     """`config.gan`: CPU-sized (64 px, minutes on two cores) or the paper-sized one (224 px, accelerator)."""
     return ml_collections.ConfigDict(dict(
         mode="self_supervised",  # 'self_supervised' | 'paired' | 'paper' (see the module docstring)
-        steps=20000 if paper else 600,
-        batch_size=32 if paper else 16,
+        steps=20000 if paper else 800,
+        batch_size=32 if paper else 8,
         learning_rate=2e-4,
         b1=0.5,
         b2=0.999,
         l1_weight=100.0,  # pix2pix's lambda
+        ema_decay=0.999 if paper else 0.99,  # the fitted generator is this moving average of its weights
         generator_features=64 if paper else 16,  # channels at full resolution, doubled per level
-        generator_depth=5 if paper else 3,  # halvings; H and W must be divisible by 2**depth
+        generator_depth=5 if paper else 2,  # halvings; H and W must be divisible by 2**depth
         discriminator_features=64 if paper else 16,
         discriminator_layers=3,
         paper_target="telea",  # mode 'paper': the classical remedy whose output is "real"
@@ -126,25 +130,26 @@ def hole_l1(generated, target, hole):
 class Models:
     generator: inpainting.UNetGenerator
     discriminator: inpainting.PatchDiscriminator
-    generator_optimizer: optax.GradientTransformation
-    discriminator_optimizer: optax.GradientTransformation
+    optimizer: optax.GradientTransformation  # Adam, one instance for both networks (it holds no state)
     l1_weight: float
+    ema_decay: float
 
     @classmethod
     def from_config(cls, gan_config) -> "Models":
         optimizer = optax.adam(gan_config.learning_rate, b1=gan_config.b1, b2=gan_config.b2)
         return cls(inpainting.UNetGenerator(gan_config.generator_features, gan_config.generator_depth),
                    inpainting.PatchDiscriminator(gan_config.discriminator_features, gan_config.discriminator_layers),
-                   optimizer, optimizer, float(gan_config.l1_weight))
+                   optimizer, float(gan_config.l1_weight), float(gan_config.ema_decay))
 
 
 def init_state(key, models: Models, height: int, width: int) -> dict:
     key_generator, key_discriminator, key_run = jax.random.split(key, 3)
     generator = inpainting.init_generator(key_generator, models.generator, height, width)
     discriminator = inpainting.init_discriminator(key_discriminator, models.discriminator, height, width)
-    return dict(generator=generator, discriminator=discriminator,
-                generator_opt=models.generator_optimizer.init(generator),
-                discriminator_opt=models.discriminator_optimizer.init(discriminator),
+    return dict(generator=generator, generator_average=jax.tree.map(jnp.copy, generator),  # own buffers: donated
+                discriminator=discriminator,
+                generator_opt=models.optimizer.init(generator),
+                discriminator_opt=models.optimizer.init(discriminator),
                 rng=key_run, step=jnp.zeros((), jnp.int32))
 
 
@@ -154,7 +159,7 @@ def discriminator_step(models: Models, state: dict, condition, real, fake) -> tu
         return 0.5 * (_bce(apply(real), True) + _bce(apply(fake), False))
 
     loss, grads = jax.value_and_grad(loss_fn)(state["discriminator"])
-    updates, opt = models.discriminator_optimizer.update(grads, state["discriminator_opt"], state["discriminator"])
+    updates, opt = models.optimizer.update(grads, state["discriminator_opt"], state["discriminator"])
     return dict(state, discriminator=optax.apply_updates(state["discriminator"], updates), discriminator_opt=opt), loss
 
 
@@ -174,7 +179,7 @@ def generator_step(models: Models, state: dict, batch: dict, condition, generate
 
     (total, (adversarial, l1)), output_grads = jax.value_and_grad(loss_fn, has_aux=True)(generated)
     (grads,) = pullback(output_grads)
-    updates, opt = models.generator_optimizer.update(grads, state["generator_opt"], state["generator"])
+    updates, opt = models.optimizer.update(grads, state["generator_opt"], state["generator"])
     return dict(state, generator=optax.apply_updates(state["generator"], updates), generator_opt=opt), \
         (adversarial, l1, total)
 
@@ -189,6 +194,8 @@ def train_step(models: Models, state: dict, data: dict, batch_size: int, self_su
     real = jnp.where(batch["loss_hole"] > 0, batch["target"], fake)
     state, discriminator_loss = discriminator_step(models, state, condition, real, fake)
     state, (adversarial, l1, total) = generator_step(models, state, batch, condition, generated, pullback)
+    average = optax.incremental_update(state["generator"], state["generator_average"], 1.0 - models.ema_decay)
+    state = dict(state, generator_average=average)
     losses = jnp.stack([adversarial, l1, discriminator_loss, total])
     return dict(state, rng=rng, step=state["step"] + 1), losses
 
@@ -243,6 +250,9 @@ def fit(gan_config, images: np.ndarray, region: np.ndarray, *, clean: np.ndarray
         workdir: str | None = None, show_progress: bool = True) -> tuple["Inpainter", list[dict]]:
     """Train the GAN; returns the fitted inpainter and the metrics (one dict per `log_every` steps).
 
+    The inpainter holds the exponential moving average of the generator's weights (`gan.ema_decay`; 0 keeps
+    the last weights): adversarial training makes the weights jitter from step to step, the average less so.
+
     images: uint8 [N, H, W, 1] training images (with their overlays); region: uint8 {0,1} of the same shape,
     the overlay region of each image (exact masks, the paper's strips, or masks from LRP); clean: the
     overlay-free images, needed by mode 'paired' only. With a workdir, metrics go to `gan_metrics.jsonl` there.
@@ -250,7 +260,7 @@ def fit(gan_config, images: np.ndarray, region: np.ndarray, *, clean: np.ndarray
     _check_inputs(images, region, clean, gan_config.mode)
     height, width = images.shape[1:3]
     models = Models.from_config(gan_config)
-    state = init_state(jax.random.key(gan_config.seed), models, height, width)
+    state = init_state(inpainting.prng_key(gan_config.seed), models, height, width)
     data = training_data(gan_config, images, region, clean)
     metrics_path = os.path.join(workdir, METRICS_FILE) if workdir else None
     if metrics_path:
@@ -274,10 +284,10 @@ def fit(gan_config, images: np.ndarray, region: np.ndarray, *, clean: np.ndarray
             if metrics_path:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
-            bar.update(chunk)
             bar.set_postfix(l1=f"{record['l1_hole']:.4f}", adv=f"{record['generator_adversarial']:.3f}",
-                            d=f"{record['discriminator']:.3f}")
-    return Inpainter.from_config(gan_config, jax.device_get(state["generator"])), history
+                            d=f"{record['discriminator']:.3f}", refresh=False)
+            bar.update(chunk)
+    return Inpainter.from_config(gan_config, jax.device_get(state["generator_average"])), history
 
 
 # ----------------------------------------------------------------------------- the fitted inpainter
@@ -285,11 +295,8 @@ def fit(gan_config, images: np.ndarray, region: np.ndarray, *, clean: np.ndarray
 
 @functools.partial(jax.jit, static_argnames=("features", "depth"))
 def _inpaint_batch(params, images_uint8, hole_uint8, features: int, depth: int):
-    model = inpainting.UNetGenerator(features, depth)
-    hole = hole_uint8.astype(jnp.float32)
-    generated = model.apply({"params": params}, inpainting.generator_input(inpainting.to_unit_range(images_uint8),
-                                                                           hole))
-    return jnp.clip(jnp.round((generated + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    condition = inpainting.generator_input(inpainting.to_unit_range(images_uint8), hole_uint8.astype(jnp.float32))
+    return inpainting.to_uint8(inpainting.UNetGenerator(features, depth).apply({"params": params}, condition))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,11 +336,14 @@ def checkpoint_dir(gan_config, workdir: str) -> str:
     return gan_config.checkpoint_dir or os.path.join(workdir, "gan_generator")
 
 
+# Keys of config.gan that change how a run is watched or used, not the generator it trains.
+NOT_TRAINING_KEYS = ("log_every", "checkpoint_dir", "inference_batch_size", "grid_examples")
+
+
 def _fit_settings(gan_config, images: np.ndarray) -> dict:
-    """What a stored generator must agree on to be reused."""
-    return dict(mode=gan_config.mode, steps=int(gan_config.steps), resolution=list(images.shape[1:3]),
-                generator_features=int(gan_config.generator_features),
-                generator_depth=int(gan_config.generator_depth))
+    """What a stored generator must agree on to be reused: every training setting and the image size."""
+    settings = {key: value for key, value in gan_config.to_dict().items() if key not in NOT_TRAINING_KEYS}
+    return json.loads(json.dumps(dict(settings, resolution=list(images.shape[1:3]))))  # as read back
 
 
 def fit_or_load(gan_config, images: np.ndarray, region: np.ndarray, directory: str, *,
@@ -341,8 +351,8 @@ def fit_or_load(gan_config, images: np.ndarray, region: np.ndarray, directory: s
                 show_progress: bool = True) -> Inpainter:
     """The generator stored (orbax) in `directory`, or a fresh `fit` saved there first.
 
-    A stored generator trained with other settings (mode, steps, resolution, architecture) is an error
-    rather than silently reused.
+    A stored generator trained with other settings (any key of `config.gan` but NOT_TRAINING_KEYS, or
+    another image size) is an error rather than silently reused.
     """
     directory = os.path.abspath(directory)
     settings_path = os.path.join(directory, GENERATOR_SETTINGS_FILE)
@@ -352,10 +362,14 @@ def fit_or_load(gan_config, images: np.ndarray, region: np.ndarray, directory: s
         with open(settings_path) as f:
             stored = json.load(f)
         if stored != wanted:
-            raise ValueError(f"the generator in {directory} was trained with {stored}, this config asks for "
-                             f"{wanted}; delete that folder or set gan.checkpoint_dir to another one")
-        like = inpainting.init_generator(jax.random.key(0), inpainting.UNetGenerator(
-            gan_config.generator_features, gan_config.generator_depth), *images.shape[1:3])
+            differences = {key: (stored.get(key), wanted.get(key)) for key in sorted(set(stored) | set(wanted))
+                           if stored.get(key) != wanted.get(key)}
+            raise ValueError(f"the generator in {directory} was trained with other settings (stored, asked): "
+                             f"{differences}; delete that folder or set gan.checkpoint_dir to another one")
+        like = jax.eval_shape(functools.partial(
+            inpainting.init_generator, model=inpainting.UNetGenerator(gan_config.generator_features,
+                                                                      gan_config.generator_depth),
+            height=images.shape[1], width=images.shape[2]), inpainting.prng_key(0))
         return Inpainter.from_config(gan_config, checkpoints.load_pytree(params_path, like))
     inpainter, _ = fit(gan_config, images, region, clean=clean, workdir=workdir, show_progress=show_progress)
     os.makedirs(directory, exist_ok=True)
