@@ -7,6 +7,7 @@ on a shared machine hits both alike.
 
   python scripts/benchmark.py train --resolution 224 --alpha 1.0 --batch 16 --seeds 1 \
       --mode vmapped --depthwise shifted --reference torch
+  python scripts/benchmark.py train --seeds 4 --mode vmapped,looped   # lists: all interleaved
 
 Subcommands are registered in `SUBCOMMANDS`; add one with a function that fills an argparse
 subparser and sets `run`.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import json
 import multiprocessing
 import os
@@ -241,25 +243,50 @@ def torch_train_stepper(args) -> Callable[[], None]:
   return run_once
 
 
+def _flax_variant(args, mode, depthwise, pointwise):
+  return flax_train_stepper(argparse.Namespace(
+      **{**vars(args), 'mode': mode, 'depthwise': depthwise, 'pointwise': pointwise}))
+
+
 def run_train(args) -> None:
-  factories = {'flax_mobilenet_train': flax_train_stepper}
+  # Every combination of the listed Flax settings, then the reference: all interleaved.
+  variants = {}
+  for mode in args.mode:
+    for depthwise in args.depthwise:
+      for pointwise in args.pointwise:
+        label = f'flax_mobilenet_train/{mode}/{depthwise}/{pointwise}'
+        variants[label] = dict(mode=mode, depthwise=depthwise, pointwise=pointwise)
+  factories = {label: functools.partial(_flax_variant, **settings)
+               for label, settings in variants.items()}
   if args.reference == 'torch':
     import_torch()  # fail early, before any worker starts
     factories['torch_mobilenet_train'] = torch_train_stepper
   seconds = time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
-  for name, per_step in seconds.items():
-    record = {'name': name, 'items_per_s': round(args.seeds * args.batch / per_step['wall'], 3),
+  for label, per_step in seconds.items():
+    record = {'name': label.split('/')[0],
+              'items_per_s': round(args.seeds * args.batch / per_step['wall'], 3),
               'seconds_per_step': round(per_step['wall'], 5),
               'cpu_seconds_per_step': round(per_step['cpu'], 5)}
     for key in ('resolution', 'alpha', 'batch', 'seeds', 'channels', 'repeats', 'steps',
                 'keep_freed_memory'):
       record[key] = getattr(args, key)
-    if name.startswith('flax'):
-      record.update(mode=args.mode, depthwise=args.depthwise, pointwise=args.pointwise,
-                    device=jax.devices()[0].platform)
+    if label in variants:
+      record.update(variants[label], device=jax.devices()[0].platform)
     else:
       record.update(mode='looped', device='cpu', threads=args.torch_threads or 'default')
     emit(record)
+
+
+def _choices(*allowed):
+  """argparse type: a comma-separated list of allowed values."""
+  def parse(text):
+    values = [v.strip() for v in text.split(',') if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+      raise argparse.ArgumentTypeError(f'{text!r}: choose from {", ".join(allowed)} '
+                                       '(comma-separated to compare several)')
+    return values
+  return parse
 
 
 def add_train(subparsers) -> None:
@@ -270,10 +297,12 @@ def add_train(subparsers) -> None:
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--channels', type=int, default=1, choices=(1, 3))
   parser.add_argument('--seeds', type=int, default=1)
-  parser.add_argument('--mode', choices=('vmapped', 'looped'), default='vmapped',
+  parser.add_argument('--mode', type=_choices('vmapped', 'looped'), default=['vmapped'],
                       help='several seeds: one vmapped step, or the one-seed step in a loop')
-  parser.add_argument('--depthwise', choices=('shifted', 'xla'), default='shifted')
-  parser.add_argument('--pointwise', choices=('dot', 'xla'), default='dot')
+  parser.add_argument('--depthwise', type=_choices('shifted', 'xla'), default=['shifted'],
+                      help="depthwise convs: shifted multiply-adds or XLA's grouped conv")
+  parser.add_argument('--pointwise', type=_choices('dot', 'xla'), default=['dot'],
+                      help="1x1 convs: a matrix product or XLA's convolution")
   parser.add_argument('--reference', choices=('none', 'torch'), default='none',
                       help='also measure the same network and step in PyTorch, interleaved')
   parser.add_argument('--torch-threads', type=int, default=0,
