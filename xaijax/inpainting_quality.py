@@ -3,7 +3,8 @@
 Per image, on gray levels 0..255 (float64), then averaged over the images of the split:
 
 * `psnr`, `l1`: over the whole image; `psnr_in_mask`, `l1_in_mask`: over the mask pixels only
-  (PSNR = 10 log10(255^2 / MSE); L1 = mean absolute difference in gray levels).
+  (PSNR = 10 log10(255^2 / MSE); L1 = mean absolute difference in gray levels). The mask is the region
+  every method is given to fill: the exact overlay masks, or with region 'strips' the paper's strips.
 * `ssim`: Gaussian-window SSIM of Wang et al. 2004 (sigma 1.5, 11 taps, K1 0.01, K2 0.03, population
   covariances), the mean of the SSIM map without the border half a window wide - the same number as
   `skimage.metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
