@@ -194,6 +194,20 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, dropou
   """MobileNet v1 as Keras builds it (bottom/right padding before stride-2 depthwise convs)."""
   nn = torch.nn
 
+  class SamePad(nn.Module):
+    """TensorFlow/Keras 'SAME' padding for a 3x3 window: the extra pixel goes bottom/right."""
+
+    def __init__(self, stride):
+      super().__init__()
+      self.stride = stride
+
+    def forward(self, x):
+      pads = []
+      for size in (x.shape[-1], x.shape[-2]):  # F.pad wants the last axis first
+        total = max((-(-size // self.stride) - 1) * self.stride + 3 - size, 0)
+        pads += [total // 2, total - total // 2]
+      return nn.functional.pad(x, pads)
+
   class PadBottomRight(nn.Module):
     def forward(self, x):
       return nn.functional.pad(x, (0, 1, 0, 1))
@@ -201,9 +215,8 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, dropou
   def bn(features):
     return nn.BatchNorm2d(features, eps=1e-3, momentum=0.01)
 
-  layers = [nn.Conv2d(channels, int(32 * alpha), 3, stride=2, padding=0, bias=False)]
-  # Keras/TF 'SAME' with stride 2 on an even size pads (0, 1): bottom/right only.
-  layers = [PadBottomRight()] + layers + [bn(int(32 * alpha)), nn.ReLU6()]
+  layers = [SamePad(2), nn.Conv2d(channels, int(32 * alpha), 3, stride=2, bias=False),
+            bn(int(32 * alpha)), nn.ReLU6()]
   width = int(32 * alpha)
   for filters, stride in BLOCKS:
     if stride == 2:
