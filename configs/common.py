@@ -19,6 +19,9 @@ ARG_OPTIONS = {
     "resolution": (int, "data.resolution"),
     "alpha": (float, "model.alpha"),
     "overlay_mode": (str, "data.overlay_mode"),
+    "class_scale": (float, "data.class_scale"),
+    "batch_size": (int, "train.batch_size"),
+    "gan_steps": (int, "gan.steps"),
 }
 
 

@@ -19,7 +19,7 @@ from xaijax.data import CLASS_NAMES, preview
 from xaijax.data.overlays import strip_mask
 
 TEST_SPLITS = ("test", "test_clean", "test_attacked")
-REMEDY_NAMES = tuple(remedies.REMEDIES) + ("generative",)
+REMEDY_NAMES = tuple(remedies.REMEDIES)
 
 
 def write_json(path: str, payload) -> None:
