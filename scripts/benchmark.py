@@ -16,8 +16,6 @@ subparser and sets `run`.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import functools
 import json
 import multiprocessing
@@ -35,6 +33,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from xaijax.cpu_memory import keep_freed_memory  # noqa: E402
 from xaijax.models.mobilenet import BLOCKS, MobileNet  # noqa: E402
 from benchmark_lrp import add_lrp  # noqa: E402
 from benchmark_gan import add_gan  # noqa: E402
@@ -42,23 +41,6 @@ from benchmark_gan import add_gan  # noqa: E402
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
 ADAM_B1 = 0.9
-
-
-def keep_freed_memory() -> None:
-  """Let glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
-
-  XLA:CPU allocates one temporary buffer per execution (1.1 GB for a MobileNet train step at
-  224 px, batch 16). Above 32 MB glibc serves such a request with a fresh mmap and unmaps it on
-  free, so every step page-faults the whole buffer in again (about 275k faults and 0.4 s of
-  kernel time per step on the project's 2-core CPU). One arena without mmap and without
-  trimming reuses the same pages instead. PyTorch's allocator gains from it too, so the
-  benchmark applies it to every framework alike.
-  """
-  libc = ctypes.CDLL(ctypes.util.find_library('c'))
-  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-  for option, value in ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, -1)):
-    if libc.mallopt(option, value) != 1:
-      raise RuntimeError(f'mallopt({option}, {value}) failed; is this glibc?')
 
 
 def emit(record: dict) -> None:
@@ -322,7 +304,7 @@ def add_train(subparsers) -> None:
                       help='torch.set_num_threads for the reference (0: PyTorch default)')
   parser.add_argument('--keep-freed-memory', action='store_true',
                       help='glibc malloc keeps freed memory (no mmap/trim) in every worker; '
-                           'see keep_freed_memory()')
+                           'see xaijax/cpu_memory.py')
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=3, help='steps per timed repeat')
