@@ -77,6 +77,7 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
         num_classes=10,
         alpha=1.0 if paper else 0.5,  # width multiplier
         dropout_rate=1e-3,  # Keras' MobileNet default
+        batch_norm_momentum=0.99 if paper else 0.9,  # Keras: 0.99; few steps per epoch on the CPU want 0.9
         depthwise_impl="shifted",  # 'shifted' (fast on CPU) or 'xla' (grouped convolution)
         channels=3 if paper else 1,  # 3: grayscale tiled, as ImageNet weights expect
         init_from="",  # a Keras MobileNet .h5 / .weights.h5 file to start from (head excluded)
@@ -90,7 +91,7 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
         b1=0.9,
         patience=60 if paper else 10,  # epochs without a validation macro-F1 gain of min_delta
         min_delta=0.001,
-        seed_strategy="vmap" if paper else "loop",  # DESIGN.md: vmap wins on GPU, a loop on the CPU
+        seed_strategy="vmap",  # or 'loop'; same numbers. vmap measured faster here too for 3 seeds at 64 px
         checkpoint_every=5,
         keep_checkpoints=3,
         eval_batch_size=64,  # per seed; validation runs for all seeds at once inside the program

@@ -446,6 +446,7 @@ def default_model(model_config) -> nn.Module:
       alpha=model_config.alpha,
       dropout_rate=model_config.dropout_rate,
       depthwise_impl=model_config.depthwise_impl,
+      batch_norm_momentum=model_config.get('batch_norm_momentum', 0.99),
   )
 
 
