@@ -101,7 +101,10 @@ def get_config(arg: str | None = None, remedy: str = "none") -> ml_collections.C
 
     config.lrp = ml_collections.ConfigDict(dict(
         composite="epsilon",  # 'epsilon', 'epsilon_plus', 'epsilon_gamma_box', 'epsilon_plus_flat'
-        epsilon=1e-6,
+        # With epsilon -> 0 the epsilon rule approaches gradient x input, whose noise spreads relevance over
+        # the whole image; 0.1 (pre-activations are BatchNorm-scaled, ~1) absorbs weak, contradictory
+        # contributions, as Montavon et al. 2019 recommend for the upper layers.
+        epsilon=0.1,
         batch_size=32,
     ))
 
