@@ -13,9 +13,8 @@ from xaijax.models.depthwise import shifted_conv_general_dilated
 
 @pytest.fixture(autouse=True)
 def float64():
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', False)
+  with jax.enable_x64(True):
+    yield
 
 
 def _dimension_numbers(num_spatial):

@@ -151,8 +151,7 @@ def test_training_needs_a_dropout_rng(small_variables):
 
 
 def test_fast_and_plain_convolutions_give_the_same_logits_and_gradients():
-  jax.config.update('jax_enable_x64', True)
-  try:
+  with jax.enable_x64(True):
     kwargs = dict(num_classes=5, alpha=0.25, dropout_rate=0.0, dtype=jnp.float64)
     fast = MobileNet(depthwise_impl='shifted', pointwise_impl='dot', **kwargs)
     plain = MobileNet(depthwise_impl='xla', pointwise_impl='xla', **kwargs)
@@ -175,8 +174,6 @@ def test_fast_and_plain_convolutions_give_the_same_logits_and_gradients():
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
       # float64 rounding only: differences of ~1e-11 on gradients of size ~1e-2.
       np.testing.assert_allclose(g, e, rtol=1e-8, atol=1e-10)
-  finally:
-    jax.config.update('jax_enable_x64', False)
 
 
 def test_too_small_images_raise_a_clear_error():

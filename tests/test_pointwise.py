@@ -13,9 +13,8 @@ from xaijax.models.pointwise import dot_conv_general_dilated
 
 @pytest.fixture(autouse=True)
 def float64():
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', False)
+  with jax.enable_x64(True):
+    yield
 
 
 @pytest.mark.parametrize('x_shape,padding', [
