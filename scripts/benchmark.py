@@ -2,8 +2,10 @@
 
 Each subcommand measures one workload; every line carries `name`, `items_per_s` and the
 settings, so runs can be compared side by side. Measurements that belong together (ours and a
-reference) run interleaved in one process, repeat by repeat, so that load from other processes
-on a shared machine hits both alike.
+reference, or several settings of ours) run in one invocation, each in its own worker process,
+taking turns repeat by repeat, so that load from other processes on a shared machine hits all
+alike. Besides wall time per step each line has the process CPU time per step, which on a busy
+machine says more about the work done than wall time.
 
   python scripts/benchmark.py train --resolution 224 --alpha 1.0 --batch 16 --seeds 1 \
       --mode vmapped --depthwise shifted --reference torch
@@ -153,10 +155,9 @@ def flax_train_stepper(args) -> Callable[[], None]:
     states = [jax.jit(init)(key) for key in seed_keys]
 
     def run_once():
-      loss = None
       for seed in range(args.seeds):
-        states[seed], loss = step(states[seed], images[seed], labels[seed], seed_keys[seed])
-      loss.block_until_ready()
+        states[seed], _ = step(states[seed], images[seed], labels[seed], seed_keys[seed])
+      jax.block_until_ready(states)
   return run_once
 
 
