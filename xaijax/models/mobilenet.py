@@ -73,6 +73,9 @@ class MobileNet(nn.Module):
     dropout_rate: dropout before the head (Keras' default 1e-3); needs rng 'dropout' in training.
     depthwise_impl: 'shifted' (fast on CPU) or 'xla' (lax grouped convolution); same numbers.
     pointwise_impl: 'dot' (1x1 convs as a matrix product, fast on CPU) or 'xla'; same numbers.
+      The fast ones have hand-written reverse-mode gradients (`jax.custom_vjp`): `jax.grad`,
+      `jax.vjp` and `jax.vmap` work, forward mode (`jax.jvp`, `jax.jacfwd`) does not; choose
+      'xla' for both where forward mode is needed.
     batch_norm_momentum: decay of BatchNorm's running statistics (Keras: 0.99). With few steps per
       epoch, as on small CPU datasets, 0.9 lets inference statistics catch up within an epoch.
     dtype: computation dtype (parameters stay float32).
