@@ -45,7 +45,8 @@ POINTWISE_IMPLS = {
     'xla': lax.conv_general_dilated,
 }
 
-# Keras' BatchNormalization epsilon (its momentum, 0.99, is the default of `batch_norm_momentum`).
+# Keras' defaults for layers.BatchNormalization.
+_BN_MOMENTUM = 0.99
 _BN_EPSILON = 1e-3
 
 
@@ -77,7 +78,6 @@ class MobileNet(nn.Module):
       'xla' for both where forward mode is needed.
     batch_norm_momentum: decay of BatchNorm's running statistics (Keras: 0.99). With few steps per
       epoch, as on small CPU datasets, 0.9 lets inference statistics catch up within an epoch.
-    batch_norm_momentum: moving statistics = momentum * old + (1 - momentum) * batch (Keras: 0.99).
     dtype: computation dtype (parameters stay float32).
   """
 
@@ -86,7 +86,6 @@ class MobileNet(nn.Module):
   dropout_rate: float = 1e-3
   depthwise_impl: str = 'shifted'
   pointwise_impl: str = 'dot'
-  batch_norm_momentum: float = 0.99
   batch_norm_momentum: float = _BN_MOMENTUM
   dtype: Any = jnp.float32
 
