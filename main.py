@@ -1,10 +1,11 @@
 """Run one case of the workflow: python main.py --config=configs/generative.py --workdir=runs/generative"""
 import logging
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from xaijax import workflow
+from xaijax import cpu_memory, workflow
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Case config file, e.g. configs/original.py[:paper].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every output; a rerun resumes from it.")
@@ -23,6 +24,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.getLogger("absl").addFilter(_QuietLibraries())
+    if jax.default_backend() == "cpu":
+        cpu_memory.keep_freed_memory()  # XLA:CPU's per-step temp buffer stays mapped (xaijax/cpu_memory.py)
     workflow.run(_CONFIG.value, _WORKDIR.value)
 
 

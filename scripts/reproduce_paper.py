@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xaijax import evaluation, report, workflow  # noqa: E402
+from xaijax import cpu_memory, evaluation, report, workflow  # noqa: E402
 from xaijax.data import CLASS_NAMES, preview  # noqa: E402
 
 CASES = ("original", "blur", "black_stripe", "crop", "generative", "telea")
@@ -182,6 +182,8 @@ def write_study_report(root: str, arg: str, results: dict, table2: dict | None) 
 def main(argv):
     del argv
     logging.getLogger("absl").setLevel(logging.WARNING)
+    if jax.default_backend() == "cpu":
+        cpu_memory.keep_freed_memory()  # see xaijax/cpu_memory.py
     root, arg = _WORKDIR.value, _ARG.value
     unknown = sorted(set(_CASES.value) - set(CASES))
     if unknown:
