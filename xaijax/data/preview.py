@@ -33,6 +33,11 @@ def class_grid(split: dict, path: str, per_class: int = 2, title: str = "") -> N
                 axes[row, 2 * k].set_title("image", fontsize=8)
                 axes[row, 2 * k + 1].set_title("overlay mask", fontsize=8)
         axes[row, 0].set_ylabel(f"{label}: {CLASS_NAMES[label]}", fontsize=8)
+    _finish(figure, axes, path, title)
+
+
+def _finish(figure, axes, path: str, title: str) -> None:
+    """No ticks (these are images), the title on top, saved and closed."""
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
@@ -49,13 +54,7 @@ def image_row(images: dict[str, np.ndarray], path: str, title: str = "") -> None
     for axis, (name, image) in zip(axes[0], images.items()):
         axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
         axis.set_title(name, fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1, 0.97) if title else None)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _finish(figure, axes, path, title)
 
 
 def write_previews(splits: dict, out: str, title: str) -> list[str]:
