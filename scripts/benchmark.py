@@ -31,7 +31,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -112,52 +111,40 @@ def _worker(factory, args, warmup, steps, pipe) -> None:
 # ----------------------------------------------------------------------------- train (Flax)
 
 def flax_train_stepper(args) -> Callable[[], None]:
-  """A jitted MobileNet train step on random data; returns a function running one step."""
+  """The trainer's own jitted step (`classifier.train_step`: preprocessing, MobileNet, cross-entropy,
+  Adam, BatchNorm statistics, dropout) on random uint8 images; returns a function running one step."""
+  from xaijax.training import classifier  # pylint: disable=import-outside-toplevel
   model = MobileNet(num_classes=NUM_CLASSES, alpha=args.alpha, depthwise_impl=args.depthwise,
                     pointwise_impl=args.pointwise)
-  optimizer = optax.adam(LEARNING_RATE, b1=ADAM_B1)
-  shape = (args.batch, args.resolution, args.resolution, args.channels)
-
-  def init(key):
-    variables = model.init(key, jnp.zeros(shape, jnp.float32), train=False)
-    params = variables['params']
-    return {'params': params, 'batch_stats': variables['batch_stats'],
-            'opt_state': optimizer.init(params)}
-
-  def train_step(state, images, labels, dropout_key):
-    def loss_fn(params):
-      logits, updates = model.apply(
-          {'params': params, 'batch_stats': state['batch_stats']}, images, train=True,
-          rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, updates['batch_stats']
-
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state}, loss
-
+  train_config = classifier.default_train_config()
+  train_config.batch_size, train_config.b1 = args.batch, ADAM_B1
+  settings = classifier.make_settings(train_config, model, classifier.default_preprocess(args.channels),
+                                      NUM_CLASSES)
+  shape = (args.batch, args.resolution, args.resolution, 1)
   rng = np.random.default_rng(0)
-  seed_keys = jax.random.split(jax.random.key(0), args.seeds)
-  images = jnp.asarray(rng.uniform(-1, 1, (args.seeds,) + shape).astype(np.float32))
+  images = jnp.asarray(rng.integers(0, 256, (args.seeds,) + shape, dtype=np.uint8))
   labels = jnp.asarray(rng.integers(0, NUM_CLASSES, (args.seeds, args.batch)).astype(np.int32))
+  states = classifier.init_seed_states(list(range(args.seeds)), [LEARNING_RATE] * args.seeds, images[0, :1],
+                                       settings=settings, max_epochs=1)
+  one_step = functools.partial(classifier.train_step, settings=settings)
 
   if args.mode == 'vmapped':
-    step = jax.jit(jax.vmap(train_step), donate_argnums=0)
-    state = jax.jit(jax.vmap(init))(seed_keys)
-    holder = {'state': state}
+    step = jax.jit(jax.vmap(lambda state, image, label: one_step(state, {'image': image, 'label': label})),
+                   donate_argnums=0)
+    holder = {'state': states}
 
     def run_once():
-      holder['state'], loss = step(holder['state'], images, labels, seed_keys)
-      loss.block_until_ready()
+      holder['state'], metrics = step(holder['state'], images, labels)
+      metrics['loss'].block_until_ready()
   else:
-    step = jax.jit(train_step, donate_argnums=0)
-    states = [jax.jit(init)(key) for key in seed_keys]
+    step = jax.jit(lambda state, image, label: one_step(state, {'image': image, 'label': label}),
+                   donate_argnums=0)
+    seeds = [jax.tree.map(lambda x, k=k: x[k], states) for k in range(args.seeds)]
 
     def run_once():
       for seed in range(args.seeds):
-        states[seed], _ = step(states[seed], images[seed], labels[seed], seed_keys[seed])
-      jax.block_until_ready(states)
+        seeds[seed], _ = step(seeds[seed], images[seed], labels[seed])
+      jax.block_until_ready(seeds)
   return run_once
 
 
