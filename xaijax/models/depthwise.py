@@ -34,7 +34,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 Pads = tuple[tuple[int, int], ...]
