@@ -1,4 +1,5 @@
 """Run one case of the workflow: python main.py --config=configs/generative.py --workdir=runs/generative"""
+
 import logging
 
 import jax
@@ -7,27 +8,30 @@ from ml_collections import config_flags
 
 from xaijax import cpu_memory, workflow
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Case config file, e.g. configs/original.py[:paper].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for every output; a rerun resumes from it.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Case config file, e.g. configs/original.py[:paper].'
+)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for every output; a rerun resumes from it.')
+flags.mark_flags_as_required(['config', 'workdir'])
 
 
 class _QuietLibraries(logging.Filter):
-    """Orbax and TFDS narrate every save and read at INFO; keep their warnings, drop the chatter."""
+  """Orbax and TFDS narrate every save and read at INFO; keep their warnings, drop the chatter."""
 
-    def filter(self, record):
-        return record.levelno >= logging.WARNING or not any(
-            name in record.pathname for name in ("orbax", "tensorflow_datasets", "etils"))
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or not any(
+      name in record.pathname for name in ('orbax', 'tensorflow_datasets', 'etils')
+    )
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger("absl").addFilter(_QuietLibraries())
-    if jax.default_backend() == "cpu":
-        cpu_memory.keep_freed_memory()  # XLA:CPU's per-step temp buffer stays mapped (xaijax/cpu_memory.py)
-    workflow.run(_CONFIG.value, _WORKDIR.value)
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.getLogger('absl').addFilter(_QuietLibraries())
+  if jax.default_backend() == 'cpu':
+    cpu_memory.keep_freed_memory()  # XLA:CPU's per-step temp buffer stays mapped (xaijax/cpu_memory.py)
+  workflow.run(_CONFIG.value, _WORKDIR.value)
 
 
-if __name__ == "__main__":
-    app.run(main)
+if __name__ == '__main__':
+  app.run(main)

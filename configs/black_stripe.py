@@ -1,11 +1,12 @@
 """Black stripe: censor bars, the top and bottom strips painted black.
 
 
-    python main.py --config=configs/black_stripe.py --workdir=runs/black_stripe
-    python main.py --config=configs/black_stripe.py:paper --workdir=runs/black_stripe_paper
+python main.py --config=configs/black_stripe.py --workdir=runs/black_stripe
+python main.py --config=configs/black_stripe.py:paper --workdir=runs/black_stripe_paper
 """
+
 from configs import common
 
 
 def get_config(arg=None):
-    return common.get_config(arg, remedy="black_stripe")
+  return common.get_config(arg, remedy='black_stripe')

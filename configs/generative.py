@@ -6,8 +6,9 @@ into overlay-free parts), so the same case runs on real GC10-DET. The paper's be
     python main.py --config=configs/generative.py --workdir=runs/generative
     python main.py --config=configs/generative.py:paper --workdir=runs/generative_paper
 """
+
 from configs import common
 
 
 def get_config(arg=None):
-    return common.get_config(arg, remedy="generative")
+  return common.get_config(arg, remedy='generative')

@@ -1,11 +1,12 @@
 """Telea: OpenCV's Telea inpainting of the overlay mask (beyond the paper).
 
 
-    python main.py --config=configs/telea.py --workdir=runs/telea
-    python main.py --config=configs/telea.py:paper --workdir=runs/telea_paper
+python main.py --config=configs/telea.py --workdir=runs/telea
+python main.py --config=configs/telea.py:paper --workdir=runs/telea_paper
 """
+
 from configs import common
 
 
 def get_config(arg=None):
-    return common.get_config(arg, remedy="telea")
+  return common.get_config(arg, remedy='telea')

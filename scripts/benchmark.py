@@ -48,8 +48,9 @@ def emit(record: dict) -> None:
   print(json.dumps(record), flush=True)
 
 
-def time_interleaved(factories: dict[str, Callable], args, warmup: int, repeats: int,
-                     steps: int) -> dict[str, dict[str, float]]:
+def time_interleaved(
+  factories: dict[str, Callable], args, warmup: int, repeats: int, steps: int
+) -> dict[str, dict[str, float]]:
   """Median wall and CPU seconds per step of each stepper; they take turns within each repeat.
 
   Each stepper lives in its own process (built by `factory(args)`), so one framework's worker
@@ -76,9 +77,13 @@ def time_interleaved(factories: dict[str, Callable], args, warmup: int, repeats:
       if process.is_alive():
         pipe.send('stop')
       process.join()
-  return {name: {'wall': statistics.median(wall for wall, _ in values),
-                 'cpu': statistics.median(cpu for _, cpu in values)}
-          for name, values in samples.items()}
+  return {
+    name: {
+      'wall': statistics.median(wall for wall, _ in values),
+      'cpu': statistics.median(cpu for _, cpu in values),
+    }
+    for name, values in samples.items()
+  }
 
 
 def _expect(message, name):
@@ -101,8 +106,9 @@ def _worker(factory, args, warmup, steps, pipe) -> None:
         step()
       wall = time.perf_counter() - start
       usage_after = resource.getrusage(resource.RUSAGE_SELF)
-      cpu = (usage_after.ru_utime + usage_after.ru_stime
-             - usage_before.ru_utime - usage_before.ru_stime)
+      cpu = (
+        usage_after.ru_utime + usage_after.ru_stime - usage_before.ru_utime - usage_before.ru_stime
+      )
       pipe.send((wall / steps, cpu / steps))
   except Exception as error:  # pylint: disable=broad-except
     pipe.send(error)
@@ -110,53 +116,72 @@ def _worker(factory, args, warmup, steps, pipe) -> None:
 
 # ----------------------------------------------------------------------------- train (Flax)
 
+
 def flax_train_stepper(args) -> Callable[[], None]:
   """The trainer's own jitted step (`classifier.train_step`: preprocessing, MobileNet, cross-entropy,
   Adam, BatchNorm statistics, dropout) on random uint8 images; returns a function running one step."""
   from xaijax.training import classifier  # pylint: disable=import-outside-toplevel
-  model = MobileNet(num_classes=NUM_CLASSES, alpha=args.alpha, depthwise_impl=args.depthwise,
-                    pointwise_impl=args.pointwise)
+
+  model = MobileNet(
+    num_classes=NUM_CLASSES,
+    alpha=args.alpha,
+    depthwise_impl=args.depthwise,
+    pointwise_impl=args.pointwise,
+  )
   train_config = classifier.default_train_config()
   train_config.batch_size, train_config.b1 = args.batch, ADAM_B1
-  settings = classifier.make_settings(train_config, model, classifier.default_preprocess(args.channels),
-                                      NUM_CLASSES)
+  settings = classifier.make_settings(
+    train_config, model, classifier.default_preprocess(args.channels), NUM_CLASSES
+  )
   shape = (args.batch, args.resolution, args.resolution, 1)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (args.seeds,) + shape, dtype=np.uint8))
   labels = jnp.asarray(rng.integers(0, NUM_CLASSES, (args.seeds, args.batch)).astype(np.int32))
-  states = classifier.init_seed_states(list(range(args.seeds)), [LEARNING_RATE] * args.seeds, images[0, :1],
-                                       settings=settings, max_epochs=1)
+  states = classifier.init_seed_states(
+    list(range(args.seeds)),
+    [LEARNING_RATE] * args.seeds,
+    images[0, :1],
+    settings=settings,
+    max_epochs=1,
+  )
   one_step = functools.partial(classifier.train_step, settings=settings)
 
   if args.mode == 'vmapped':
-    step = jax.jit(jax.vmap(lambda state, image, label: one_step(state, {'image': image, 'label': label})),
-                   donate_argnums=0)
+    step = jax.jit(
+      jax.vmap(lambda state, image, label: one_step(state, {'image': image, 'label': label})),
+      donate_argnums=0,
+    )
     holder = {'state': states}
 
     def run_once():
       holder['state'], metrics = step(holder['state'], images, labels)
       metrics['loss'].block_until_ready()
   else:
-    step = jax.jit(lambda state, image, label: one_step(state, {'image': image, 'label': label}),
-                   donate_argnums=0)
+    step = jax.jit(
+      lambda state, image, label: one_step(state, {'image': image, 'label': label}),
+      donate_argnums=0,
+    )
     seeds = [jax.tree.map(lambda x, k=k: x[k], states) for k in range(args.seeds)]
 
     def run_once():
       for seed in range(args.seeds):
         seeds[seed], _ = step(seeds[seed], images[seed], labels[seed])
       jax.block_until_ready(seeds)
+
   return run_once
 
 
 # ----------------------------------------------------------------------------- train (torch)
+
 
 def import_torch():
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as error:
     raise SystemExit(
-        '--reference torch needs PyTorch, an optional benchmark-only dependency: '
-        'pip install torch==2.13.0') from error
+      '--reference torch needs PyTorch, an optional benchmark-only dependency: '
+      'pip install torch==2.13.0'
+    ) from error
   return torch
 
 
@@ -185,8 +210,12 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, dropou
   def bn(features):
     return nn.BatchNorm2d(features, eps=1e-3, momentum=0.01)
 
-  layers = [SamePad(2), nn.Conv2d(channels, int(32 * alpha), 3, stride=2, bias=False),
-            bn(int(32 * alpha)), nn.ReLU6()]
+  layers = [
+    SamePad(2),
+    nn.Conv2d(channels, int(32 * alpha), 3, stride=2, bias=False),
+    bn(int(32 * alpha)),
+    nn.ReLU6(),
+  ]
   width = int(32 * alpha)
   for filters, stride in BLOCKS:
     if stride == 2:
@@ -197,8 +226,12 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, dropou
     out = int(filters * alpha)
     layers += [nn.Conv2d(width, out, 1, bias=False), bn(out), nn.ReLU6()]
     width = out
-  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-             nn.Linear(width, num_classes)]
+  layers += [
+    nn.AdaptiveAvgPool2d(1),
+    nn.Flatten(),
+    nn.Dropout(dropout),
+    nn.Linear(width, num_classes),
+  ]
   return nn.Sequential(*layers)
 
 
@@ -207,10 +240,12 @@ def torch_train_stepper(args) -> Callable[[], None]:
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
   torch.manual_seed(0)
-  models = [torch_mobilenet(torch, NUM_CLASSES, args.alpha, args.channels, 1e-3)
-            for _ in range(args.seeds)]
-  optimizers = [torch.optim.Adam(m.parameters(), lr=LEARNING_RATE, betas=(ADAM_B1, 0.999))
-                for m in models]
+  models = [
+    torch_mobilenet(torch, NUM_CLASSES, args.alpha, args.channels, 1e-3) for _ in range(args.seeds)
+  ]
+  optimizers = [
+    torch.optim.Adam(m.parameters(), lr=LEARNING_RATE, betas=(ADAM_B1, 0.999)) for m in models
+  ]
   images = torch.rand(args.batch, args.channels, args.resolution, args.resolution) * 2 - 1
   labels = torch.randint(0, NUM_CLASSES, (args.batch,))
   loss_fn = torch.nn.CrossEntropyLoss()
@@ -223,12 +258,16 @@ def torch_train_stepper(args) -> Callable[[], None]:
       loss = loss_fn(m(images), labels)
       loss.backward()
       opt.step()
+
   return run_once
 
 
 def _flax_variant(args, mode, depthwise, pointwise):
-  return flax_train_stepper(argparse.Namespace(
-      **{**vars(args), 'mode': mode, 'depthwise': depthwise, 'pointwise': pointwise}))
+  return flax_train_stepper(
+    argparse.Namespace(
+      **{**vars(args), 'mode': mode, 'depthwise': depthwise, 'pointwise': pointwise}
+    )
+  )
 
 
 def run_train(args) -> None:
@@ -239,19 +278,30 @@ def run_train(args) -> None:
       for pointwise in args.pointwise:
         label = f'flax_mobilenet_train/{mode}/{depthwise}/{pointwise}'
         variants[label] = dict(mode=mode, depthwise=depthwise, pointwise=pointwise)
-  factories = {label: functools.partial(_flax_variant, **settings)
-               for label, settings in variants.items()}
+  factories = {
+    label: functools.partial(_flax_variant, **settings) for label, settings in variants.items()
+  }
   if args.reference == 'torch':
     import_torch()  # fail early, before any worker starts
     factories['torch_mobilenet_train'] = torch_train_stepper
   seconds = time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
   for label, per_step in seconds.items():
-    record = {'name': label.split('/')[0],
-              'items_per_s': round(args.seeds * args.batch / per_step['wall'], 3),
-              'seconds_per_step': round(per_step['wall'], 5),
-              'cpu_seconds_per_step': round(per_step['cpu'], 5)}
-    for key in ('resolution', 'alpha', 'batch', 'seeds', 'channels', 'repeats', 'steps',
-                'keep_freed_memory'):
+    record = {
+      'name': label.split('/')[0],
+      'items_per_s': round(args.seeds * args.batch / per_step['wall'], 3),
+      'seconds_per_step': round(per_step['wall'], 5),
+      'cpu_seconds_per_step': round(per_step['cpu'], 5),
+    }
+    for key in (
+      'resolution',
+      'alpha',
+      'batch',
+      'seeds',
+      'channels',
+      'repeats',
+      'steps',
+      'keep_freed_memory',
+    ):
       record[key] = getattr(args, key)
     if label in variants:
       record.update(variants[label], device=jax.devices()[0].platform)
@@ -262,37 +312,63 @@ def run_train(args) -> None:
 
 def _choices(*allowed):
   """argparse type: a comma-separated list of allowed values."""
+
   def parse(text):
     values = [v.strip() for v in text.split(',') if v.strip()]
     bad = [v for v in values if v not in allowed]
     if bad or not values:
-      raise argparse.ArgumentTypeError(f'{text!r}: choose from {", ".join(allowed)} '
-                                       '(comma-separated to compare several)')
+      raise argparse.ArgumentTypeError(
+        f'{text!r}: choose from {", ".join(allowed)} (comma-separated to compare several)'
+      )
     return values
+
   return parse
 
 
 def add_train(subparsers) -> None:
   parser = subparsers.add_parser(
-      'train', help='MobileNet training throughput (images/s, seeds x images).')
+    'train', help='MobileNet training throughput (images/s, seeds x images).'
+  )
   parser.add_argument('--resolution', type=int, default=64)
   parser.add_argument('--alpha', type=float, default=0.5)
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--channels', type=int, default=1, choices=(1, 3))
   parser.add_argument('--seeds', type=int, default=1)
-  parser.add_argument('--mode', type=_choices('vmapped', 'looped'), default=['vmapped'],
-                      help='several seeds: one vmapped step, or the one-seed step in a loop')
-  parser.add_argument('--depthwise', type=_choices('shifted', 'xla'), default=['shifted'],
-                      help="depthwise convs: shifted multiply-adds or XLA's grouped conv")
-  parser.add_argument('--pointwise', type=_choices('dot', 'xla'), default=['dot'],
-                      help="1x1 convs: a matrix product or XLA's convolution")
-  parser.add_argument('--reference', choices=('none', 'torch'), default='none',
-                      help='also measure the same network and step in PyTorch, interleaved')
-  parser.add_argument('--torch-threads', type=int, default=0,
-                      help='torch.set_num_threads for the reference (0: PyTorch default)')
-  parser.add_argument('--keep-freed-memory', action='store_true',
-                      help='glibc malloc keeps freed memory (no mmap/trim) in every worker; '
-                           'see xaijax/cpu_memory.py')
+  parser.add_argument(
+    '--mode',
+    type=_choices('vmapped', 'looped'),
+    default=['vmapped'],
+    help='several seeds: one vmapped step, or the one-seed step in a loop',
+  )
+  parser.add_argument(
+    '--depthwise',
+    type=_choices('shifted', 'xla'),
+    default=['shifted'],
+    help="depthwise convs: shifted multiply-adds or XLA's grouped conv",
+  )
+  parser.add_argument(
+    '--pointwise',
+    type=_choices('dot', 'xla'),
+    default=['dot'],
+    help="1x1 convs: a matrix product or XLA's convolution",
+  )
+  parser.add_argument(
+    '--reference',
+    choices=('none', 'torch'),
+    default='none',
+    help='also measure the same network and step in PyTorch, interleaved',
+  )
+  parser.add_argument(
+    '--torch-threads',
+    type=int,
+    default=0,
+    help='torch.set_num_threads for the reference (0: PyTorch default)',
+  )
+  parser.add_argument(
+    '--keep-freed-memory',
+    action='store_true',
+    help='glibc malloc keeps freed memory (no mmap/trim) in every worker; see xaijax/cpu_memory.py',
+  )
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--steps', type=int, default=3, help='steps per timed repeat')

@@ -1,7 +1,8 @@
 """Write PNG grids of the dataset: one example per class (paper Fig. 4), one image under every remedy (Fig. 5).
 
-    python scripts/show_dataset.py --config=configs/original.py --out=runs/preview
+python scripts/show_dataset.py --config=configs/original.py --out=runs/preview
 """
+
 from __future__ import annotations
 
 import os
@@ -14,17 +15,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xaijax import data, workflow  # noqa: E402
 from xaijax.data import preview  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/original.py", "Case config (dataset settings).")
-_OUT = flags.DEFINE_string("out", "runs/preview", "Folder for the PNG files.")
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', 'configs/original.py', 'Case config (dataset settings).'
+)
+_OUT = flags.DEFINE_string('out', 'runs/preview', 'Folder for the PNG files.')
 
 
 def main(argv):
-    del argv
-    config = _CONFIG.value
-    splits = data.load_splits(config.data, splits=("train", "test"))
-    for path in preview.write_previews(splits, _OUT.value, workflow.describe(config.data)):
-        print(path)
+  del argv
+  config = _CONFIG.value
+  splits = data.load_splits(config.data, splits=('train', 'test'))
+  for path in preview.write_previews(splits, _OUT.value, workflow.describe(config.data)):
+    print(path)
 
 
-if __name__ == "__main__":
-    app.run(main)
+if __name__ == '__main__':
+  app.run(main)

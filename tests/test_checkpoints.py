@@ -14,10 +14,10 @@ def _state(offset: float):
   params = {'dense': {'kernel': jnp.arange(6.0).reshape(2, 3) + offset, 'bias': jnp.zeros(3)}}
   optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
   return {
-      'params': params,
-      'opt_state': optimizer.init(params),
-      'rng': jax.random.PRNGKey(int(offset)),
-      'early_stopping': {'active': jnp.array([True, False]), 'best_epoch': jnp.array([3, 1])},
+    'params': params,
+    'opt_state': optimizer.init(params),
+    'rng': jax.random.PRNGKey(int(offset)),
+    'early_stopping': {'active': jnp.array([True, False]), 'best_epoch': jnp.array([3, 1])},
   }
 
 
@@ -56,8 +56,10 @@ def test_restore_places_arrays_like_the_target(tmp_path):
 
 
 def test_save_and_load_pytree(tmp_path):
-  tree = {'params': {'w': np.arange(4, dtype=np.float32)},
-          'batch_stats': {'mean': np.ones(2, np.float32)}}
+  tree = {
+    'params': {'w': np.arange(4, dtype=np.float32)},
+    'batch_stats': {'mean': np.ones(2, np.float32)},
+  }
   path = str(tmp_path / 'best')
   assert not checkpoints.pytree_exists(path)
   checkpoints.save_pytree(path, tree)

@@ -30,6 +30,7 @@ PARAMETER_TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 
 class TinyCNN(nn.Module):
   """MobileNet's interface in miniature: conv, BatchNorm, relu, mean-pool, dropout, dense."""
+
   num_classes: int = NUM_CLASSES
   dropout_rate: float = 0.2
 
@@ -44,6 +45,7 @@ class TinyCNN(nn.Module):
 
 class TinyMLP(nn.Module):
   """No BatchNorm, no dropout: with a learning rate of 0, nothing in it ever changes."""
+
   num_classes: int = NUM_CLASSES
 
   @nn.compact
@@ -76,8 +78,16 @@ def base_config(**train_overrides):
   config = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict({'num_classes': NUM_CLASSES, 'channels': 1})
   config.train = classifier.default_train_config()
-  config.train.update(seeds=3, batch_size=8, epochs=6, learning_rate=3e-2, patience=2,
-                      checkpoint_every=2, eval_batch_size=16, progress_bar=False)
+  config.train.update(
+    seeds=3,
+    batch_size=8,
+    epochs=6,
+    learning_rate=3e-2,
+    patience=2,
+    checkpoint_every=2,
+    eval_batch_size=16,
+    progress_bar=False,
+  )
   config.train.update(train_overrides)
   return config
 
@@ -88,8 +98,9 @@ def mlp_config(**train_overrides):
 
 
 def train(config, workdir, model=None, **kwargs):
-  return classifier.train_classifier(config, make_splits(), str(workdir), model or TinyCNN(),
-                                     preprocess=to_model_input, **kwargs)
+  return classifier.train_classifier(
+    config, make_splits(), str(workdir), model or TinyCNN(), preprocess=to_model_input, **kwargs
+  )
 
 
 def assert_same_result(actual, expected, exact=True):
@@ -104,8 +115,11 @@ def assert_same_result(actual, expected, exact=True):
   else:
     np.testing.assert_allclose(actual.validation_f1, expected.validation_f1, rtol=1e-6)
     np.testing.assert_allclose(actual.train_loss, expected.train_loss, rtol=1e-5, atol=1e-6)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, **PARAMETER_TOLERANCE),
-                 actual.variables, expected.variables)
+    jax.tree.map(
+      functools.partial(np.testing.assert_allclose, **PARAMETER_TOLERANCE),
+      actual.variables,
+      expected.variables,
+    )
 
 
 def read_metrics(workdir):
@@ -144,15 +158,17 @@ def test_result_shapes_curves_and_workdir_files(reference):
   # The best score is the maximum of the curve, reached at the best epoch.
   np.testing.assert_allclose(np.nanmax(result.validation_f1, axis=1), result.best_validation_f1)
   rows = np.arange(3)
-  np.testing.assert_array_equal(result.validation_f1[rows, result.best_epoch - 1],
-                                result.best_validation_f1)
+  np.testing.assert_array_equal(
+    result.validation_f1[rows, result.best_epoch - 1], result.best_validation_f1
+  )
   assert result.best_validation_f1.max() > 0.9, 'the tiny task should be learnable'
   # One metrics line per seed and trained epoch, the same numbers as the curves.
   records = read_metrics(workdir)
   assert len(records) == np.isfinite(result.validation_f1).sum()
   for record in records:
     assert record['validation_f1'] == pytest.approx(
-        result.validation_f1[record['seed_index'], record['epoch'] - 1])
+      result.validation_f1[record['seed_index'], record['epoch'] - 1]
+    )
   assert classifier.load_train_result(str(workdir)) is not None
   saved = checkpoints.PeriodicCheckpoints(os.path.join(workdir, classifier.CHECKPOINTS_DIR))
   assert saved.epochs() == [e for e in (2, 4, 6) if e <= result.epochs_run][-3:]
@@ -162,10 +178,16 @@ def test_result_shapes_curves_and_workdir_files(reference):
 def test_best_variables_reproduce_the_best_validation_f1(reference):
   _, result = reference
   scores = evaluation.evaluate_splits(
-      TinyCNN(), result.variables, {'validation': make_splits()['validation']},
-      preprocess=to_model_input, num_classes=NUM_CLASSES, batch_size=7)
-  np.testing.assert_allclose(scores['validation']['per_seed']['f1'], result.best_validation_f1,
-                             rtol=1e-6)
+    TinyCNN(),
+    result.variables,
+    {'validation': make_splits()['validation']},
+    preprocess=to_model_input,
+    num_classes=NUM_CLASSES,
+    batch_size=7,
+  )
+  np.testing.assert_allclose(
+    scores['validation']['per_seed']['f1'], result.best_validation_f1, rtol=1e-6
+  )
 
 
 def test_same_config_gives_identical_numbers_and_seeds_differ(reference, tmp_path):
@@ -192,8 +214,9 @@ def test_rerun_of_a_finished_workdir_returns_the_saved_result(reference):
   assert_same_result(again, expected, exact=True)
 
 
-def test_resume_after_a_kill_ends_with_the_uninterrupted_metrics(reference, killed_workdir,
-                                                                 tmp_path):
+def test_resume_after_a_kill_ends_with_the_uninterrupted_metrics(
+  reference, killed_workdir, tmp_path
+):
   reference_dir, expected = reference
   workdir = tmp_path / 'run'
   shutil.copytree(killed_workdir, workdir)
@@ -223,8 +246,9 @@ def test_workdir_of_another_setup_is_refused(reference):
 
 def test_non_finite_loss_names_the_seed_and_step(tmp_path):
   config = base_config(learning_rate_per_seed=[3e-2, float('inf'), 3e-2])
-  with pytest.raises(classifier.NonFiniteLossError,
-                     match=r'seed 1 \(position 1\).*epoch 1, step 2 of 6') as error:
+  with pytest.raises(
+    classifier.NonFiniteLossError, match=r'seed 1 \(position 1\).*epoch 1, step 2 of 6'
+  ) as error:
     train(config, tmp_path)
   assert (error.value.seed, error.value.epoch, error.value.step) == (1, 1, 2)
   assert not os.path.exists(tmp_path / classifier.METRICS_FILE) or not read_metrics(tmp_path)
@@ -241,16 +265,20 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
       raise KeyboardInterrupt('simulated kill')
 
   with pytest.raises(KeyboardInterrupt):
-    train(mlp_config(learning_rate=1e-2), tmp_path, model=TinyMLP(),
-          on_epoch_end=kill_after_epoch_2)
+    train(
+      mlp_config(learning_rate=1e-2), tmp_path, model=TinyMLP(), on_epoch_end=kill_after_epoch_2
+    )
 
   def nan_images(images):
     return to_model_input(images) * jnp.nan
 
-  with pytest.raises(classifier.NonFiniteLossError,
-                     match=r'seed 0 .*epoch 3, step 1 .*last good checkpoint \(epoch 2\)'):
-    classifier.train_classifier(mlp_config(learning_rate=1e-2), make_splits(), str(tmp_path),
-                                TinyMLP(), preprocess=nan_images)
+  with pytest.raises(
+    classifier.NonFiniteLossError,
+    match=r'seed 0 .*epoch 3, step 1 .*last good checkpoint \(epoch 2\)',
+  ):
+    classifier.train_classifier(
+      mlp_config(learning_rate=1e-2), make_splits(), str(tmp_path), TinyMLP(), preprocess=nan_images
+    )
   saved = checkpoints.PeriodicCheckpoints(os.path.join(tmp_path, classifier.CHECKPOINTS_DIR))
   assert saved.latest_epoch() == 2
   saved.close()
@@ -270,46 +298,64 @@ def test_early_stopping_stops_a_stalled_seed_while_another_goes_on(tmp_path):
   assert result.stopped_epoch[1] == 0 or result.stopped_epoch[1] > 3
   assert result.best_validation_f1[1] > result.best_validation_f1[0]
   settings = classifier.make_settings(config.train, TinyMLP(), to_model_input, NUM_CLASSES)
-  initial = classifier.init_seed_states([0], [0.0], make_splits()['train']['image'][:1],
-                                        settings=settings, max_epochs=8)
-  jax.tree.map(np.testing.assert_array_equal, result.variables_of(0)['params'],
-               jax.tree.map(lambda x: x[0], initial['params']))
+  initial = classifier.init_seed_states(
+    [0], [0.0], make_splits()['train']['image'][:1], settings=settings, max_epochs=8
+  )
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    result.variables_of(0)['params'],
+    jax.tree.map(lambda x: x[0], initial['params']),
+  )
   active = [record['active'] for record in read_metrics(tmp_path) if record['seed'] == 0]
   assert active == [True, True, False]
 
 
 def test_initial_variables_are_where_every_seed_starts(tmp_path):
   splits = make_splits()
-  given = TinyMLP().init(jax.random.PRNGKey(99), to_model_input(splits['train']['image'][:1]),
-                         train=False)
+  given = TinyMLP().init(
+    jax.random.PRNGKey(99), to_model_input(splits['train']['image'][:1]), train=False
+  )
   given = {'params': {'Dense_0': given['params']['Dense_0']}}  # pretrained body, no head
   config = mlp_config(learning_rate=0.0)
   result = train(config, tmp_path, model=TinyMLP(), initial_variables=given)
   for seed in range(2):
-    jax.tree.map(np.testing.assert_array_equal, result.variables_of(seed)['params']['Dense_0'],
-                 given['params']['Dense_0'])
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      result.variables_of(seed)['params']['Dense_0'],
+      given['params']['Dense_0'],
+    )
   heads = result.variables['params']['Dense_1']['kernel']
   assert not np.allclose(heads[0], heads[1]), 'the head keeps its per-seed initialisation'
   with pytest.raises(ValueError, match='Dense_7'):
-    train(config, tmp_path / 'other', model=TinyMLP(),
-          initial_variables={'params': {'Dense_7': given['params']['Dense_0']}})
+    train(
+      config,
+      tmp_path / 'other',
+      model=TinyMLP(),
+      initial_variables={'params': {'Dense_7': given['params']['Dense_0']}},
+    )
 
 
 def test_a_stopped_seed_does_not_change_while_the_others_train():
-  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input,
-                                      NUM_CLASSES)
+  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input, NUM_CLASSES)
   splits = make_splits()
-  state = classifier.init_seed_states([0, 1], [3e-2, 3e-2], splits['train']['image'][:1],
-                                      settings=settings, max_epochs=4, active=[True, False])
+  state = classifier.init_seed_states(
+    [0, 1],
+    [3e-2, 3e-2],
+    splits['train']['image'][:1],
+    settings=settings,
+    max_epochs=4,
+    active=[True, False],
+  )
   train_data = {'image': splits['train']['image'], 'label': splits['train']['label']}
   validation_data = classifier.prepare_eval_data(splits['validation'], 16)
-  new_state, metrics = jax.jit(functools.partial(classifier.run_epoch_all_seeds,
-                                                 settings=settings))(
-      state, train_data, validation_data, jnp.int32(1))
+  new_state, metrics = jax.jit(
+    functools.partial(classifier.run_epoch_all_seeds, settings=settings)
+  )(state, train_data, validation_data, jnp.int32(1))
   stopped = lambda tree: jax.tree.map(lambda x: np.asarray(x[1]), tree)
   jax.tree.map(np.testing.assert_array_equal, stopped(new_state), stopped(state))
-  assert not np.allclose(new_state['params']['Conv_0']['kernel'][0],
-                         state['params']['Conv_0']['kernel'][0])
+  assert not np.allclose(
+    new_state['params']['Conv_0']['kernel'][0], state['params']['Conv_0']['kernel'][0]
+  )
   assert np.isnan(metrics['validation_f1'][1]) and np.isfinite(metrics['validation_f1'][0])
   assert list(metrics['trained']) == [True, False]
 
@@ -334,8 +380,7 @@ def test_early_stopping_follows_the_keras_rules(trial):
   min_delta = 1 / 64  # scores on a 1/64 grid: ties at exactly min_delta occur and are exact
   scores = rng.integers(0, 20, 30) / 64
   state = init_early_stopping()
-  update = jax.jit(functools.partial(update_early_stopping, patience=patience,
-                                     min_delta=min_delta))
+  update = jax.jit(functools.partial(update_early_stopping, patience=patience, min_delta=min_delta))
   for epoch, score in enumerate(scores, start=1):
     state, _ = update(state, jnp.float32(score), epoch)
   stopped, best, best_epoch = _keras_early_stopping(scores, patience, min_delta)
@@ -346,11 +391,11 @@ def test_early_stopping_follows_the_keras_rules(trial):
 
 
 def test_train_step_is_pure_and_lowers_the_loss_on_a_fixed_batch():
-  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input,
-                                      NUM_CLASSES)
+  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input, NUM_CLASSES)
   splits = make_splits()
-  state = classifier.init_seed_state(jax.random.PRNGKey(0), 3e-2, splits['train']['image'][:1],
-                                     settings=settings, max_epochs=1)
+  state = classifier.init_seed_state(
+    jax.random.PRNGKey(0), 3e-2, splits['train']['image'][:1], settings=settings, max_epochs=1
+  )
   batch = {'image': splits['train']['image'][:16], 'label': splits['train']['label'][:16]}
   step = jax.jit(functools.partial(classifier.train_step, settings=settings))
   first, first_metrics = step(state, batch)
@@ -363,18 +408,22 @@ def test_train_step_is_pure_and_lowers_the_loss_on_a_fixed_batch():
   assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize('splits_change, message', [
+@pytest.mark.parametrize(
+  'splits_change, message',
+  [
     (lambda s: s.pop('validation'), "needs a 'validation' split"),
     (lambda s: s['train'].update(image=s['train']['image'].astype(np.float32)), 'must be uint8'),
     (lambda s: s['train'].update(label=s['train']['label'] + 5), r'must lie in \[0, 3\)'),
     (lambda s: s['validation'].update(image=s['validation']['image'][:, :8]), 'differ in size'),
-])
+  ],
+)
 def test_bad_splits_are_explained(splits_change, message, tmp_path):
   splits = make_splits()
   splits_change(splits)
   with pytest.raises(ValueError, match=message):
-    classifier.train_classifier(base_config(), splits, str(tmp_path), TinyCNN(),
-                                preprocess=to_model_input)
+    classifier.train_classifier(
+      base_config(), splits, str(tmp_path), TinyCNN(), preprocess=to_model_input
+    )
 
 
 def test_bad_config_is_explained(tmp_path):
@@ -424,10 +473,20 @@ print('SHARDED_OK')
 
 
 def test_four_sharded_seeds_equal_unsharded_in_a_four_device_subprocess():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             JAX_PLATFORMS='cpu', PYTHONPATH=REPO_ROOT)
-  completed = subprocess.run([sys.executable, '-c', _SHARDED_SCRIPT], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    XLA_FLAGS='--xla_force_host_platform_device_count=4',
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=REPO_ROOT,
+  )
+  completed = subprocess.run(
+    [sys.executable, '-c', _SHARDED_SCRIPT],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert completed.returncode == 0 and 'SHARDED_OK' in completed.stdout, completed.stderr[-4000:]
 
 
@@ -437,16 +496,25 @@ def test_mobilenet_at_a_tiny_size_trains(tmp_path):
   config.model.update(alpha=0.25, dropout_rate=0.1, depthwise_impl='shifted', channels=1)
   config.model.num_classes = NUM_CLASSES
   # MobileNet needs at least 32x32 pixels.
-  splits = {name: {'image': np.repeat(np.repeat(split['image'], 2, 1), 2, 2),
-                   'label': split['label']} for name, split in make_splits().items()}
+  splits = {
+    name: {'image': np.repeat(np.repeat(split['image'], 2, 1), 2, 2), 'label': split['label']}
+    for name, split in make_splits().items()
+  }
   result = classifier.train_classifier(config, splits, str(tmp_path))
   assert result.epochs_run == 1 and np.isfinite(result.validation_f1).all()
   assert result.variables['params']['conv_preds']['kernel'].shape[::2] == (1, NUM_CLASSES)
   assert 'conv_dw_13_bn' in result.variables['batch_stats']
   logits = evaluation.predict(
-      classifier.default_model(config.model), result.variables, splits['validation']['image'],
-      preprocess=classifier.default_preprocess(1))
+    classifier.default_model(config.model),
+    result.variables,
+    splits['validation']['image'],
+    preprocess=classifier.default_preprocess(1),
+  )
   assert logits.shape == (1, 24, NUM_CLASSES)
   np.testing.assert_allclose(
-      evaluation.evaluate_logits(logits, splits['validation']['label'], NUM_CLASSES)
-      ['per_seed']['f1'], result.best_validation_f1, rtol=1e-6)
+    evaluation.evaluate_logits(logits, splits['validation']['label'], NUM_CLASSES)['per_seed'][
+      'f1'
+    ],
+    result.best_validation_f1,
+    rtol=1e-6,
+  )

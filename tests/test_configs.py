@@ -4,36 +4,38 @@ import pytest
 
 from configs import common
 
-CASES = ["original", "blur", "crop", "black_stripe", "telea", "generative"]
+CASES = ['original', 'blur', 'crop', 'black_stripe', 'telea', 'generative']
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize('case', CASES)
 def test_every_case_builds_cpu_and_paper_configs(case):
-    module = importlib.import_module(f"configs.{case}")
-    cpu, paper = module.get_config(), module.get_config("paper")
-    assert cpu.data.resolution == 64 and paper.data.resolution == 224
-    assert paper.data.class_scale == 1.0
-    assert cpu.remedy.name == ("none" if case == "original" else case)
-    assert f"configs/{case}.py" in module.__doc__, "the run command sits in the docstring"
+  module = importlib.import_module(f'configs.{case}')
+  cpu, paper = module.get_config(), module.get_config('paper')
+  assert cpu.data.resolution == 64 and paper.data.resolution == 224
+  assert paper.data.class_scale == 1.0
+  assert cpu.remedy.name == ('none' if case == 'original' else case)
+  assert f'configs/{case}.py' in module.__doc__, 'the run command sits in the docstring'
 
 
 def test_arg_options_land_in_the_config():
-    config = common.get_config("paper,data=gc10_det,manual_dir=/data/gc10,resolution=96,overlay_mode=random,seeds=7")
-    assert config.train.seeds == 7 and config.train.epochs == 450
-    assert config.data.name == "gc10_det" and config.data.manual_dir == "/data/gc10"
-    assert config.data.resolution == 96 and config.data.overlay_mode == "random"
+  config = common.get_config(
+    'paper,data=gc10_det,manual_dir=/data/gc10,resolution=96,overlay_mode=random,seeds=7'
+  )
+  assert config.train.seeds == 7 and config.train.epochs == 450
+  assert config.data.name == 'gc10_det' and config.data.manual_dir == '/data/gc10'
+  assert config.data.resolution == 96 and config.data.overlay_mode == 'random'
 
 
 def test_unknown_or_malformed_options_are_errors():
-    with pytest.raises(ValueError, match="unknown config option 'sedes'"):
-        common.get_config("sedes=3")
-    with pytest.raises(ValueError, match="needs a value"):
-        common.get_config("resolution")
-    with pytest.raises(ValueError, match="not a valid int"):
-        common.get_config("resolution=big")
+  with pytest.raises(ValueError, match="unknown config option 'sedes'"):
+    common.get_config('sedes=3')
+  with pytest.raises(ValueError, match='needs a value'):
+    common.get_config('resolution')
+  with pytest.raises(ValueError, match='not a valid int'):
+    common.get_config('resolution=big')
 
 
 def test_a_typo_in_a_config_key_is_an_error():
-    config = common.get_config()
-    with pytest.raises(AttributeError):
-        config.data.resolutoin  # noqa: B018
+  config = common.get_config()
+  with pytest.raises(AttributeError):
+    config.data.resolutoin  # noqa: B018

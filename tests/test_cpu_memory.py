@@ -9,7 +9,7 @@ import pytest
 # Allocates and frees a 64 MB buffer (above glibc's 32 MB mmap limit) a few times, touching all
 # of it, and prints the minor page faults of the last cycles. Run in a fresh process: the
 # malloc settings last for the life of a process.
-_SCRIPT = textwrap.dedent('''
+_SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
     # numpy asks for transparent huge pages on big arrays; XLA's allocations do not.
@@ -23,12 +23,13 @@ _SCRIPT = textwrap.dedent('''
     for _ in range(4):
         np.ones(16 * 2**20, np.float32).sum()
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-''')
+""")
 
 
 def _faults(mode):
-  result = subprocess.run([sys.executable, '-c', _SCRIPT, mode], capture_output=True, text=True,
-                          check=True)
+  result = subprocess.run(
+    [sys.executable, '-c', _SCRIPT, mode], capture_output=True, text=True, check=True
+  )
   return int(result.stdout.strip())
 
 
@@ -38,4 +39,4 @@ def test_freed_buffers_are_reused_without_page_faults():
   default = _faults('default')
   kept = _faults('keep')
   assert default > 2 * pages_per_buffer  # each cycle maps and faults a fresh buffer
-  assert kept < pages_per_buffer // 4    # the same pages are reused
+  assert kept < pages_per_buffer // 4  # the same pages are reused

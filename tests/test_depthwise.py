@@ -24,8 +24,11 @@ def _dimension_numbers(num_spatial):
 
 def _both(x_shape, window, strides, padding, dilation=None):
   channels = x_shape[-1]
-  kwargs = dict(rhs_dilation=dilation, dimension_numbers=_dimension_numbers(len(window)),
-                feature_group_count=channels)
+  kwargs = dict(
+    rhs_dilation=dilation,
+    dimension_numbers=_dimension_numbers(len(window)),
+    feature_group_count=channels,
+  )
 
   def reference(x, kernel):
     return lax.conv_general_dilated(x, kernel, strides, padding, **kwargs)
@@ -39,9 +42,9 @@ def _both(x_shape, window, strides, padding, dilation=None):
 
 
 CASES_2D = [
-    (stride, padding)
-    for stride in (1, 2)
-    for padding in ('SAME', 'VALID', ((0, 1), (0, 1)), ((2, 0), (1, -1)))
+  (stride, padding)
+  for stride in (1, 2)
+  for padding in ('SAME', 'VALID', ((0, 1), (0, 1)), ((2, 0), (1, -1)))
 ]
 
 
@@ -58,18 +61,22 @@ def test_matches_lax_forward_and_gradients(stride, padding):
     np.testing.assert_allclose(got_grad, expected_grad, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize('x_shape,window,strides,padding,dilation', [
-    ((2, 11, 4), (3,), (2,), 'SAME', (1,)),                         # 1-D
-    ((2, 13, 3), (5,), (3,), ((2, 1),), (2,)),                     # stride 3, dilated
-    ((2, 9, 9, 4), (3, 3), (1, 2), 'SAME', (2, 1)),                 # mixed strides, dilated
-    ((1, 7, 6, 5, 3), (3, 2, 2), (2, 1, 2), 'SAME', (1, 2, 1)),     # 3-D
-])
+@pytest.mark.parametrize(
+  'x_shape,window,strides,padding,dilation',
+  [
+    ((2, 11, 4), (3,), (2,), 'SAME', (1,)),  # 1-D
+    ((2, 13, 3), (5,), (3,), ((2, 1),), (2,)),  # stride 3, dilated
+    ((2, 9, 9, 4), (3, 3), (1, 2), 'SAME', (2, 1)),  # mixed strides, dilated
+    ((1, 7, 6, 5, 3), (3, 2, 2), (2, 1, 2), 'SAME', (1, 2, 1)),  # 3-D
+  ],
+)
 def test_matches_lax_other_geometries(x_shape, window, strides, padding, dilation):
   reference, shifted, x, kernel = _both(x_shape, window, strides, padding, dilation)
   np.testing.assert_allclose(shifted(x, kernel), reference(x, kernel), rtol=0, atol=1e-12)
   loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))  # noqa: E731
-  for got, expected in zip(jax.grad(loss(shifted), (0, 1))(x, kernel),
-                           jax.grad(loss(reference), (0, 1))(x, kernel)):
+  for got, expected in zip(
+    jax.grad(loss(shifted), (0, 1))(x, kernel), jax.grad(loss(reference), (0, 1))(x, kernel)
+  ):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
@@ -80,14 +87,17 @@ def test_second_order_gradient_matches_lax():
   def grad_norm(f):
     return lambda x, k: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, k) ** 2))(x) ** 2)
 
-  np.testing.assert_allclose(jax.grad(grad_norm(shifted), 1)(x, kernel),
-                             jax.grad(grad_norm(reference), 1)(x, kernel), rtol=1e-10)
+  np.testing.assert_allclose(
+    jax.grad(grad_norm(shifted), 1)(x, kernel),
+    jax.grad(grad_norm(reference), 1)(x, kernel),
+    rtol=1e-10,
+  )
 
 
 def test_vmap_over_stacked_kernels_and_inputs():
   reference, shifted, x, kernel = _both((2, 8, 8, 4), (3, 3), (2, 2), 'SAME')
   xs = jnp.stack([x, 2 * x + 1, -x])
-  kernels = jnp.stack([kernel, -kernel, kernel ** 2])
+  kernels = jnp.stack([kernel, -kernel, kernel**2])
 
   def loss(f):
     return lambda x, k: jnp.sum(jnp.tanh(f(x, k)))
@@ -104,8 +114,9 @@ def test_vmap_over_stacked_kernels_and_inputs():
 def test_kernel_gradient_for_batches_not_a_multiple_of_the_unroll(batch):
   reference, shifted, x, kernel = _both((batch, 5, 5, 2), (3, 3), (1, 1), 'SAME')
   loss = lambda f: lambda k: jnp.sum(f(x, k) ** 2)  # noqa: E731
-  np.testing.assert_allclose(jax.grad(loss(shifted))(kernel), jax.grad(loss(reference))(kernel),
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    jax.grad(loss(shifted))(kernel), jax.grad(loss(reference))(kernel), rtol=1e-12
+  )
 
 
 def test_other_convolutions_fall_back_to_lax(monkeypatch):
@@ -119,24 +130,32 @@ def test_other_convolutions_fall_back_to_lax(monkeypatch):
   monkeypatch.setattr(depthwise.lax, 'conv_general_dilated', spy)
   x = jnp.ones((1, 6, 6, 4))
   # An ordinary convolution and a grouped (not depthwise) one both go to lax.
-  nn.Conv(3, (3, 3), conv_general_dilated=shifted_conv_general_dilated).init(
-      jax.random.key(0), x)
-  nn.Conv(4, (3, 3), feature_group_count=2,
-          conv_general_dilated=shifted_conv_general_dilated).init(jax.random.key(0), x)
+  nn.Conv(3, (3, 3), conv_general_dilated=shifted_conv_general_dilated).init(jax.random.key(0), x)
+  nn.Conv(4, (3, 3), feature_group_count=2, conv_general_dilated=shifted_conv_general_dilated).init(
+    jax.random.key(0), x
+  )
   assert calls == [1, 2]
   # A depthwise one does not.
   calls.clear()
-  nn.Conv(4, (3, 3), feature_group_count=4,
-          conv_general_dilated=shifted_conv_general_dilated).init(jax.random.key(0), x)
+  nn.Conv(4, (3, 3), feature_group_count=4, conv_general_dilated=shifted_conv_general_dilated).init(
+    jax.random.key(0), x
+  )
   assert calls == []
 
 
 def test_flax_conv_with_shifted_impl_matches_plain_conv():
   x = jax.random.normal(jax.random.key(3), (2, 10, 10, 6))
   plain = nn.Conv(6, (3, 3), strides=2, padding=((0, 1), (0, 1)), feature_group_count=6)
-  fast = nn.Conv(6, (3, 3), strides=2, padding=((0, 1), (0, 1)), feature_group_count=6,
-                 conv_general_dilated=shifted_conv_general_dilated)
+  fast = nn.Conv(
+    6,
+    (3, 3),
+    strides=2,
+    padding=((0, 1), (0, 1)),
+    feature_group_count=6,
+    conv_general_dilated=shifted_conv_general_dilated,
+  )
   variables = plain.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, fast.init(jax.random.key(0), x)) == jax.tree.map(
-      jnp.shape, variables)
+    jnp.shape, variables
+  )
   np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), atol=1e-12)

@@ -30,12 +30,16 @@ def test_scores_match_sklearn(trial):
   labels, predictions = _random_predictions(rng, size=int(rng.integers(20, 200)))
   assert 3 in labels and 3 not in predictions
   ours = evaluation.scores(labels, predictions, NUM_CLASSES)
-  for name, function in [('f1', sk.f1_score), ('precision', sk.precision_score),
-                         ('recall', sk.recall_score)]:
+  for name, function in [
+    ('f1', sk.f1_score),
+    ('precision', sk.precision_score),
+    ('recall', sk.recall_score),
+  ]:
     expected = function(labels, predictions, average='macro', zero_division=0)
     np.testing.assert_allclose(ours[name], expected, rtol=1e-6, atol=1e-7, err_msg=name)
   np.testing.assert_array_equal(
-      ours['confusion'], sk.confusion_matrix(labels, predictions, labels=range(NUM_CLASSES)))
+    ours['confusion'], sk.confusion_matrix(labels, predictions, labels=range(NUM_CLASSES))
+  )
 
 
 def test_predicted_class_without_true_samples_counts_as_zero_precision():
@@ -43,17 +47,20 @@ def test_predicted_class_without_true_samples_counts_as_zero_precision():
   predictions = np.array([0, 2, 1, 1])  # class 2 predicted, never true
   ours = evaluation.scores(labels, predictions, 3)
   assert ours['precision'] == pytest.approx(
-      sk.precision_score(labels, predictions, average='macro', zero_division=0))
+    sk.precision_score(labels, predictions, average='macro', zero_division=0)
+  )
   assert ours['f1'] == pytest.approx(
-      sk.f1_score(labels, predictions, average='macro', zero_division=0))
+    sk.f1_score(labels, predictions, average='macro', zero_division=0)
+  )
 
 
 def test_weights_drop_padded_samples():
   labels = jnp.array([0, 1, 2, 2])
   predictions = jnp.array([0, 1, 0, 2])
   padded = evaluation.confusion_matrix(labels, predictions, 3, weights=jnp.array([1, 1, 0, 1]))
-  direct = evaluation.confusion_matrix(labels[jnp.array([0, 1, 3])],
-                                       predictions[jnp.array([0, 1, 3])], 3)
+  direct = evaluation.confusion_matrix(
+    labels[jnp.array([0, 1, 3])], predictions[jnp.array([0, 1, 3])], 3
+  )
   np.testing.assert_array_equal(padded, direct)
 
 
@@ -100,10 +107,16 @@ def test_predict_batches_match_direct_apply_and_evaluate_splits():
     np.testing.assert_allclose(logits[seed], direct, rtol=1e-5, atol=1e-5)
 
   results = evaluation.evaluate_splits(
-      model, variables, {'test': {'image': images, 'label': labels}},
-      preprocess=_to_float, num_classes=NUM_CLASSES, batch_size=8)
-  per_seed_f1 = [sk.f1_score(labels, logits[s].argmax(-1), average='macro', zero_division=0)
-                 for s in range(3)]
+    model,
+    variables,
+    {'test': {'image': images, 'label': labels}},
+    preprocess=_to_float,
+    num_classes=NUM_CLASSES,
+    batch_size=8,
+  )
+  per_seed_f1 = [
+    sk.f1_score(labels, logits[s].argmax(-1), average='macro', zero_division=0) for s in range(3)
+  ]
   np.testing.assert_allclose(results['test']['per_seed']['f1'], per_seed_f1, rtol=1e-6)
   assert results['test']['mean']['f1'] == pytest.approx(np.mean(per_seed_f1))
   assert np.asarray(results['test']['confusion']).shape == (3, NUM_CLASSES, NUM_CLASSES)
@@ -111,5 +124,10 @@ def test_predict_batches_match_direct_apply_and_evaluate_splits():
 
 def test_evaluate_splits_names_a_split_without_labels():
   with pytest.raises(ValueError, match="split 'test'"):
-    evaluation.evaluate_splits(_Linear(), {}, {'test': {'image': np.zeros((1, 4, 4, 1))}},
-                               preprocess=_to_float, num_classes=NUM_CLASSES)
+    evaluation.evaluate_splits(
+      _Linear(),
+      {},
+      {'test': {'image': np.zeros((1, 4, 4, 1))}},
+      preprocess=_to_float,
+      num_classes=NUM_CLASSES,
+    )

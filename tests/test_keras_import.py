@@ -30,14 +30,24 @@ if keras.backend.backend() != 'jax':
 
 def _keras_mobilenet(alpha, classes, seed, channels=3):
   model = keras.applications.MobileNet(
-      weights=None, input_shape=(RESOLUTION, RESOLUTION, channels), alpha=alpha,
-      classes=classes, classifier_activation=None)
+    weights=None,
+    input_shape=(RESOLUTION, RESOLUTION, channels),
+    alpha=alpha,
+    classes=classes,
+    classifier_activation=None,
+  )
   rng = np.random.default_rng(seed)
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
       gamma, beta, mean, variance = layer.get_weights()
-      layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
-                         rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 2.0, variance.shape)])
+      layer.set_weights(
+        [
+          rng.uniform(0.5, 1.5, gamma.shape),
+          rng.normal(0, 0.2, beta.shape),
+          rng.normal(0, 0.3, mean.shape),
+          rng.uniform(0.5, 2.0, variance.shape),
+        ]
+      )
     elif layer.name == 'conv_preds':
       kernel, bias = layer.get_weights()
       layer.set_weights([kernel, rng.normal(0, 0.5, bias.shape)])
@@ -52,7 +62,8 @@ def _template(alpha, classes, channels=3):
   shapes = _shapes_only(alpha, classes, channels)
   rng = np.random.default_rng(0)
   return model, jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(size=s.shape).astype(s.dtype)), shapes)
+    lambda s: jnp.asarray(rng.normal(size=s.shape).astype(s.dtype)), shapes
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,13 +83,19 @@ def small_keras(tmp_path_factory):
 def _shapes_only(alpha, classes, channels=3):
   """A template of shapes and dtypes only: enough where loading must fail before using it."""
   model = MobileNet(num_classes=classes, alpha=alpha)
-  return jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, RESOLUTION, RESOLUTION, channels)), train=False))
+  return jax.eval_shape(
+    lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, RESOLUTION, RESOLUTION, channels)), train=False
+    )
+  )
 
 
 def _images(count, channels=3, seed=0):
-  return np.random.default_rng(seed).uniform(
-      -1, 1, (count, RESOLUTION, RESOLUTION, channels)).astype(np.float32)
+  return (
+    np.random.default_rng(seed)
+    .uniform(-1, 1, (count, RESOLUTION, RESOLUTION, channels))
+    .astype(np.float32)
+  )
 
 
 def _logits(model, variables, x):
@@ -113,8 +130,10 @@ def test_legacy_full_model_h5_and_keras_zip_load_the_same_weights(tmp_path, smal
   reference.save(tmp_path / 'm.h5')
   reference.save(tmp_path / 'm.keras')
   _, template = _template(0.25, classes=10)
-  loaded = [load_keras_mobilenet(path, template)
-            for path in (weights_path, tmp_path / 'm.h5', tmp_path / 'm.keras')]
+  loaded = [
+    load_keras_mobilenet(path, template)
+    for path in (weights_path, tmp_path / 'm.h5', tmp_path / 'm.keras')
+  ]
   for other in loaded[1:]:
     jax.tree.map(np.testing.assert_array_equal, other, loaded[0])
 
@@ -123,6 +142,7 @@ def test_tf_keras2_legacy_weights_layout(tmp_path, small_keras):
   # keras.applications' pretrained files (tf.keras 2): weights at the root, names with ':0' and
   # the depthwise kernel called 'depthwise_kernel'. Written here with h5py from a Keras model.
   import h5py  # pylint: disable=import-outside-toplevel
+
   reference, _ = small_keras
   path = tmp_path / 'mobilenet_2_5_64_tf.h5'
   with h5py.File(path, 'w') as handle:
@@ -143,8 +163,8 @@ def test_tf_keras2_legacy_weights_layout(tmp_path, small_keras):
   variables = load_keras_mobilenet(path, template)
   x = _images(2, seed=4)
   np.testing.assert_array_less(
-      np.abs(np.asarray(_logits(model, variables, x)) - _keras_logits(reference, x)),
-      1e-4)
+    np.abs(np.asarray(_logits(model, variables, x)) - _keras_logits(reference, x)), 1e-4
+  )
 
 
 def test_head_is_kept_when_class_counts_differ(small_keras, caplog):
@@ -154,11 +174,14 @@ def test_head_is_kept_when_class_counts_differ(small_keras, caplog):
     variables = load_keras_mobilenet(path, template)
   assert 'keeping the template head' in caplog.text
   for leaf in ('kernel', 'bias'):
-    np.testing.assert_array_equal(variables['params']['conv_preds'][leaf],
-                                  template['params']['conv_preds'][leaf])
+    np.testing.assert_array_equal(
+      variables['params']['conv_preds'][leaf], template['params']['conv_preds'][leaf]
+    )
   # Everything else came from the file.
-  np.testing.assert_array_equal(variables['batch_stats']['conv_pw_13_bn']['var'],
-                                reference.get_layer('conv_pw_13_bn').get_weights()[3])
+  np.testing.assert_array_equal(
+    variables['batch_stats']['conv_pw_13_bn']['var'],
+    reference.get_layer('conv_pw_13_bn').get_weights()[3],
+  )
 
 
 def test_grayscale_model_from_rgb_weights_equals_keras_on_tiled_images(small_keras):
@@ -167,8 +190,7 @@ def test_grayscale_model_from_rgb_weights_equals_keras_on_tiled_images(small_ker
   variables = load_keras_mobilenet(path, template)
   gray = _images(3, channels=1, seed=7)
   expected = _keras_logits(reference, np.repeat(gray, 3, axis=-1))
-  np.testing.assert_array_less(np.abs(np.asarray(_logits(model, variables, gray)) - expected),
-                               1e-4)
+  np.testing.assert_array_less(np.abs(np.asarray(_logits(model, variables, gray)) - expected), 1e-4)
 
 
 def test_shape_mismatch_names_layer_and_both_shapes(small_keras):
@@ -180,6 +202,7 @@ def test_shape_mismatch_names_layer_and_both_shapes(small_keras):
 
 def test_missing_layer_is_named(tmp_path, small_keras):
   import h5py  # pylint: disable=import-outside-toplevel
+
   reference, _ = small_keras
   path = tmp_path / 'm.h5'
   reference.save(path)

@@ -26,12 +26,16 @@ def lrp_0_everywhere():
 
 class ReluNet(nn.Module):
   """Conv (bias) -> ReLU -> strided Conv -> ReLU -> max pool -> mean -> Dense, no BatchNorm."""
+
   activation: str = 'jax.nn.relu'
 
   @nn.compact
   def __call__(self, x):
-    relu = {'jax.nn.relu': jax.nn.relu, 'maximum': lambda v: jnp.maximum(v, 0.0),
-            'where': lambda v: jnp.where(v > 0, v, 0.0)}[self.activation]
+    relu = {
+      'jax.nn.relu': jax.nn.relu,
+      'maximum': lambda v: jnp.maximum(v, 0.0),
+      'where': lambda v: jnp.where(v > 0, v, 0.0),
+    }[self.activation]
     x = relu(nn.Conv(6, (3, 3), padding='SAME', bias_init=nn.initializers.normal(0.3))(x))
     x = relu(nn.Conv(8, (3, 3), strides=(2, 2), bias_init=nn.initializers.normal(0.3))(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -60,12 +64,16 @@ def test_lrp_0_equals_gradient_times_input_on_a_relu_network(activation):
 
 class SaturatingNet(nn.Module):
   """Dense -> BatchNorm -> ReLU6 -> Dense; the activation is one of three ways to write it."""
+
   activation: str
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    relu6 = {'jax.nn.relu6': jax.nn.relu6, 'clip': lambda v: jnp.clip(v, 0.0, 6.0),
-             'min_max': lambda v: jnp.minimum(jnp.maximum(v, 0.0), 6.0)}[self.activation]
+    relu6 = {
+      'jax.nn.relu6': jax.nn.relu6,
+      'clip': lambda v: jnp.clip(v, 0.0, 6.0),
+      'min_max': lambda v: jnp.minimum(jnp.maximum(v, 0.0), 6.0),
+    }[self.activation]
     x = nn.Dense(16, use_bias=False)(x)
     x = relu6(nn.BatchNorm(use_running_average=not train, use_bias=False)(x))
     return nn.Dense(3, use_bias=False)(x)
@@ -85,9 +93,11 @@ def test_saturated_relu6_passes_relevance_and_conserves(activation):
   model = SaturatingNet(activation)
   x = images((4, 10))
   variables = saturating_variables(model, x)
-  hidden = nn.Dense(16, use_bias=False).apply(
-      {'params': variables['params']['Dense_0']}, x) * 8.0 / jnp.sqrt(
-          jnp.linspace(0.5, 2.0, 16) + 1e-5)
+  hidden = (
+    nn.Dense(16, use_bias=False).apply({'params': variables['params']['Dense_0']}, x)
+    * 8.0
+    / jnp.sqrt(jnp.linspace(0.5, 2.0, 16) + 1e-5)
+  )
   assert jnp.mean(hidden > 6.0) > 0.1, 'the test needs saturated units'
 
   explanation = lrp.explain_with_details(model, variables, x, composite=lrp_0_everywhere())
@@ -97,6 +107,7 @@ def test_saturated_relu6_passes_relevance_and_conserves(activation):
   # Gradient x input loses what the saturated units carried, so it is not conservative here.
   def target_logit(inputs):
     return jnp.sum(model.apply(variables, inputs)[jnp.arange(4), explanation.target])
+
   grad_times_input = (x * jax.grad(target_logit)(x)).sum(axis=1)
   assert np.max(np.abs(grad_times_input - target_logits)) > 1e-3
 
@@ -133,9 +144,11 @@ def random_batch_stats(variables, seed):
     name = jax.tree_util.keystr(path)
     if 'BatchNorm' not in name:
       return leaf
-    low, high = {'mean': (-0.5, 0.5), 'var': (0.5, 2.0), 'scale': (0.5, 2.0),
-                 'bias': (-0.3, 0.3)}[path[-1].key]
+    low, high = {'mean': (-0.5, 0.5), 'var': (0.5, 2.0), 'scale': (0.5, 2.0), 'bias': (-0.3, 0.3)}[
+      path[-1].key
+    ]
     return jax.random.uniform(next(keys), leaf.shape, leaf.dtype, low, high)
+
   return jax.tree_util.tree_map_with_path(draw, variables)
 
 
@@ -152,15 +165,23 @@ def manual_small_cnn_relevance(variables, x, composite, target):
   def conv_bn(conv_name, bn_name, groups):
     bn_p, bn_s = params[bn_name], stats[bn_name]
     factor = bn_p['scale'] / jnp.sqrt(bn_s['var'] + 1e-5)
-    conv = nn.Conv(4, (3, 3), strides=(2, 2) if groups == 1 else (1, 1),
-                   feature_group_count=groups, use_bias=False)
-    return AffineLayer(linear=lambda k, v: conv.apply({'params': {'kernel': k}}, v),
-                       kernel=params[conv_name]['kernel'] * factor,
-                       bias=bn_p['bias'] - bn_s['mean'] * factor)
+    conv = nn.Conv(
+      4,
+      (3, 3),
+      strides=(2, 2) if groups == 1 else (1, 1),
+      feature_group_count=groups,
+      use_bias=False,
+    )
+    return AffineLayer(
+      linear=lambda k, v: conv.apply({'params': {'kernel': k}}, v),
+      kernel=params[conv_name]['kernel'] * factor,
+      bias=bn_p['bias'] - bn_s['mean'] * factor,
+    )
 
   first, second = conv_bn('Conv_0', 'BatchNorm_0', 1), conv_bn('Conv_1', 'BatchNorm_1', 4)
-  dense = AffineLayer(linear=lambda k, v: v @ k, kernel=params['Dense_0']['kernel'],
-                      bias=params['Dense_0']['bias'])
+  dense = AffineLayer(
+    linear=lambda k, v: v @ k, kernel=params['Dense_0']['kernel'], bias=params['Dense_0']['bias']
+  )
   a1 = jax.nn.relu6(first(x))
   a2 = jax.nn.relu6(second(a1))
   pooled = jnp.mean(a2, axis=(1, 2))
@@ -168,8 +189,13 @@ def manual_small_cnn_relevance(variables, x, composite, target):
   relevance = jax.nn.one_hot(target, 3, dtype=x.dtype) * logits
   relevance = composite.dense(dense, pooled, relevance)
   # Global average pooling: LRP-epsilon with the composite's stabiliser.
-  relevance = a2 * (rules.safe_divide(relevance, rules.stabilize(pooled, composite.stabilizer))
-                    / (a2.shape[1] * a2.shape[2]))[:, None, None, :]
+  relevance = (
+    a2
+    * (
+      rules.safe_divide(relevance, rules.stabilize(pooled, composite.stabilizer))
+      / (a2.shape[1] * a2.shape[2])
+    )[:, None, None, :]
+  )
   relevance = composite.conv(second, a1, relevance)
   first_rule = composite.first if composite.first is not None else composite.conv
   return first_rule(first, x, relevance)
@@ -189,10 +215,10 @@ def test_composites_put_each_rule_on_its_layer(name):
 def test_composite_by_name_uses_the_given_epsilon():
   x = jax.random.uniform(jax.random.key(3), (2, 9, 9, 1), jnp.float64, -1.0, 1.0)
   variables = small_cnn_variables(4, x)
-  by_name = lrp.explain(SmallCnn(), variables, x, composite='epsilon', epsilon=0.3,
-                        stabilizer=0.01)
-  explicit = lrp.explain(SmallCnn(), variables, x,
-                         composite=composites.epsilon(epsilon=0.3, stabilizer=0.01))
+  by_name = lrp.explain(SmallCnn(), variables, x, composite='epsilon', epsilon=0.3, stabilizer=0.01)
+  explicit = lrp.explain(
+    SmallCnn(), variables, x, composite=composites.epsilon(epsilon=0.3, stabilizer=0.01)
+  )
   default = lrp.explain(SmallCnn(), variables, x, composite='epsilon')
   np.testing.assert_array_equal(by_name, explicit)
   assert np.max(np.abs(by_name - default)) > 1e-6
@@ -205,8 +231,9 @@ def test_target_none_explains_the_predicted_class_and_int_target_broadcasts():
   details = lrp.explain_with_details(model, variables, x)
   predicted = jnp.argmax(model.apply(variables, x, train=False), axis=-1)
   np.testing.assert_array_equal(details.target, predicted)
-  np.testing.assert_array_equal(details.relevance,
-                                lrp.explain(model, variables, x, target=predicted))
+  np.testing.assert_array_equal(
+    details.relevance, lrp.explain(model, variables, x, target=predicted)
+  )
   all_one = lrp.explain(model, variables, x, target=1)
   np.testing.assert_array_equal(all_one, lrp.explain(model, variables, x, target=[1, 1, 1]))
   with pytest.raises(ValueError, match='target'):
@@ -222,9 +249,12 @@ def test_vmap_over_stacked_seeds_matches_one_seed_at_a_time():
     together = jax.vmap(lambda v: lrp.explain(model, v, x, composite=composite))(stacked)
     assert together.shape == (3,) + x.shape
     for index, variables in enumerate(seeds):
-      np.testing.assert_allclose(together[index],
-                                 lrp.explain(model, variables, x, composite=composite),
-                                 rtol=1e-10, atol=1e-14)
+      np.testing.assert_allclose(
+        together[index],
+        lrp.explain(model, variables, x, composite=composite),
+        rtol=1e-10,
+        atol=1e-14,
+      )
 
 
 def test_explain_is_compiled_once_per_model_composite_and_shape():
@@ -311,7 +341,8 @@ def test_lrp_0_equals_gradient_times_input_through_residuals_pooling_and_reshape
   # The biases keep what the input does not get; the residual sum and pooling keep nothing.
   kept = sum(explanation.absorbed.values())
   target_logits = explanation.logits[jnp.arange(2), explanation.target]
-  np.testing.assert_allclose(explanation.relevance.sum(axis=(1, 2, 3)) + kept, target_logits,
-                             rtol=1e-9)
+  np.testing.assert_allclose(
+    explanation.relevance.sum(axis=(1, 2, 3)) + kept, target_logits, rtol=1e-9
+  )
   sums = [v for name, v in explanation.absorbed.items() if name.startswith(('add', 'reduce'))]
   assert sums and all(np.allclose(v, 0.0, atol=1e-12) for v in sums)

@@ -14,8 +14,7 @@ def test_heatmap_sums_channels():
 
 def test_normalize_scales_each_map_by_its_largest_magnitude():
   maps = np.array([[[2.0, -4.0]], [[0.0, 0.0]], [[0.5, 0.25]]])
-  np.testing.assert_allclose(heatmaps.normalize(maps),
-                             [[[0.5, -1.0]], [[0.0, 0.0]], [[1.0, 0.5]]])
+  np.testing.assert_allclose(heatmaps.normalize(maps), [[[0.5, -1.0]], [[0.0, 0.0]], [[1.0, 0.5]]])
 
 
 def test_class_means_weigh_every_image_equally():
@@ -37,8 +36,8 @@ def read_png(path):
 def test_grid_png_shows_positive_relevance_red_and_negative_blue(tmp_path):
   images = np.zeros((3, 16, 16, 1), np.uint8)
   relevance = np.zeros((3, 16, 16, 1))
-  relevance[:, :8] = 1.0    # top half: evidence for the class
-  relevance[:, 8:] = -1.0   # bottom half: against
+  relevance[:, :8] = 1.0  # top half: evidence for the class
+  relevance[:, 8:] = -1.0  # bottom half: against
   path = tmp_path / 'grid.png'
   heatmaps.write_heatmap_grid(path, images, relevance, titles=['a', 'b', 'c'], columns=2)
   pixels = read_png(path)
@@ -49,8 +48,12 @@ def test_grid_png_shows_positive_relevance_red_and_negative_blue(tmp_path):
 
 def test_class_means_png_and_mismatched_inputs(tmp_path):
   path = tmp_path / 'means.png'
-  heatmaps.write_class_means(path, np.random.default_rng(0).normal(size=(6, 8, 8)),
-                             np.array([0, 1, 2, 0, 1, 2]), ['x', 'y', 'z'])
+  heatmaps.write_class_means(
+    path,
+    np.random.default_rng(0).normal(size=(6, 8, 8)),
+    np.array([0, 1, 2, 0, 1, 2]),
+    ['x', 'y', 'z'],
+  )
   assert read_png(path).shape[0] > 100
   with pytest.raises(ValueError, match='3 images but 2'):
     heatmaps.explanation_figure(np.zeros((3, 4, 4, 1)), np.zeros((2, 4, 4)))

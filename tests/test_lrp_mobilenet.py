@@ -29,9 +29,12 @@ def mobilenet_variables(model, x, seed, with_bias):
   variables = jax.jit(model.init, static_argnames='train')(jax.random.key(seed), x, train=False)
   variables = jax.tree.map(lambda a: a.astype(x.dtype), variables)
   keys = iter(jax.random.split(jax.random.key(seed + 1), 200))
-  ranges = {'var': (0.5, 2.0), 'scale': (1.5, 3.0),
-            'mean': (-0.3, 0.3) if with_bias else (0.0, 0.0),
-            'bias': (-0.3, 0.3) if with_bias else (0.0, 0.0)}
+  ranges = {
+    'var': (0.5, 2.0),
+    'scale': (1.5, 3.0),
+    'mean': (-0.3, 0.3) if with_bias else (0.0, 0.0),
+    'bias': (-0.3, 0.3) if with_bias else (0.0, 0.0),
+  }
 
   def draw(path, leaf):
     name = jax.tree_util.keystr(path)
@@ -39,14 +42,21 @@ def mobilenet_variables(model, x, seed, with_bias):
       return leaf
     low, high = ranges[path[-1].key]
     return jax.random.uniform(next(keys), leaf.shape, leaf.dtype, low, high)
+
   return jax.tree_util.tree_map_with_path(draw, variables)
 
 
 def saturated_fraction(model, variables, x):
-  _, state = jax.jit(lambda v, inputs: model.apply(
-      v, inputs, train=False, capture_intermediates=True, mutable=['intermediates']))(variables, x)
-  batchnorm_outputs = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
-                       if '_bn' in jax.tree_util.keystr(path)]
+  _, state = jax.jit(
+    lambda v, inputs: model.apply(
+      v, inputs, train=False, capture_intermediates=True, mutable=['intermediates']
+    )
+  )(variables, x)
+  batchnorm_outputs = [
+    leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+    if '_bn' in jax.tree_util.keystr(path)
+  ]
   return float(np.mean(np.concatenate([np.ravel(a > 6.0) for a in batchnorm_outputs])))
 
 
@@ -63,23 +73,23 @@ def test_relevance_sums_to_the_target_logit_through_mobilenet(float64_mobilenet)
   with jax.enable_x64(True):
     variables = mobilenet_variables(model, x, seed=1, with_bias=False)
     assert saturated_fraction(model, variables, x) > 0.01, 'the test needs saturated ReLU6s'
-    explanation = lrp.explain_with_details(model, variables, x, composite='epsilon',
-                                           epsilon=0.0, stabilizer=0.0)
+    explanation = lrp.explain_with_details(
+      model, variables, x, composite='epsilon', epsilon=0.0, stabilizer=0.0
+    )
   target_logits = explanation.logits[jnp.arange(2), explanation.target]
   assert np.min(np.abs(target_logits)) > 0.1
-  np.testing.assert_allclose(explanation.relevance.sum(axis=(1, 2, 3)), target_logits,
-                             rtol=1e-5)
+  np.testing.assert_allclose(explanation.relevance.sum(axis=(1, 2, 3)), target_logits, rtol=1e-5)
   for layer, kept in explanation.absorbed.items():
-    np.testing.assert_allclose(kept, 0.0, atol=1e-9 * np.max(np.abs(target_logits)),
-                               err_msg=layer)
+    np.testing.assert_allclose(kept, 0.0, atol=1e-9 * np.max(np.abs(target_logits)), err_msg=layer)
 
 
 def test_biases_absorb_what_the_input_does_not_get(float64_mobilenet):
   model, x = float64_mobilenet
   with jax.enable_x64(True):
     variables = mobilenet_variables(model, x, seed=2, with_bias=True)
-    explanation = lrp.explain_with_details(model, variables, x, composite='epsilon',
-                                           epsilon=0.0, stabilizer=0.0)
+    explanation = lrp.explain_with_details(
+      model, variables, x, composite='epsilon', epsilon=0.0, stabilizer=0.0
+    )
   target_logits = explanation.logits[jnp.arange(2), explanation.target]
   input_sum = explanation.relevance.sum(axis=(1, 2, 3))
   absorbed_sum = sum(explanation.absorbed.values())
@@ -106,12 +116,18 @@ def float32_explanations():
   """
   model = MobileNet(num_classes=CLASSES, alpha=0.25, depthwise_impl='xla')
   random_image = jax.random.uniform(jax.random.key(3), (1, 32, 32, 1), jnp.float32, -1, 1)
-  x = jnp.concatenate([
-      random_image, jnp.full_like(random_image, 0.5), jnp.zeros_like(random_image),
-      jnp.where(random_image > 0, 1e6, -1e6)])
+  x = jnp.concatenate(
+    [
+      random_image,
+      jnp.full_like(random_image, 0.5),
+      jnp.zeros_like(random_image),
+      jnp.where(random_image > 0, 1e6, -1e6),
+    ]
+  )
   variables = mobilenet_variables(model, x, seed=4, with_bias=True)
-  explanations = {name: lrp.explain_with_details(model, variables, x, composite=name)
-                  for name in COMPOSITES}
+  explanations = {
+    name: lrp.explain_with_details(model, variables, x, composite=name) for name in COMPOSITES
+  }
   return model, variables, x, explanations
 
 
@@ -127,8 +143,9 @@ def test_canonized_mobilenet_gives_the_original_logits(float32_explanations):
   model, variables, x, explanations = float32_explanations
   original = jax.jit(lambda v, inputs: model.apply(v, inputs, train=False))(variables, x)
   canonized = explanations['epsilon'].logits
-  np.testing.assert_allclose(canonized, original, rtol=1e-5,
-                             atol=1e-5 * float(np.max(np.abs(original))))
+  np.testing.assert_allclose(
+    canonized, original, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(original)))
+  )
 
 
 def test_mobilenet_layers_are_all_recognised():
@@ -137,14 +154,20 @@ def test_mobilenet_layers_are_all_recognised():
   x = jnp.zeros((1, 32, 32, 1))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   from xaijax.lrp import program  # pylint: disable=import-outside-toplevel
+
   traced = program.canonical(program.trace(model, variables, x, {'train': False}))
   layers = [node for node in traced.nodes if isinstance(node, program.Layer)]
   assert [layer.name for layer in layers][:3] == [
-      'conv1+conv1_bn', 'conv_dw_1+conv_dw_1_bn', 'conv_pw_1+conv_pw_1_bn']
+    'conv1+conv1_bn',
+    'conv_dw_1+conv_dw_1_bn',
+    'conv_pw_1+conv_pw_1_bn',
+  ]
   assert len(layers) == 28 and layers[-1].name == 'conv_preds'
   assert [layer.is_first for layer in layers] == [True] + [False] * 27
   # Every layer but the first reads a ReLU6 (clip) output, pooled for the head.
   assert [layer.input_nonnegative for layer in layers] == [False] + [True] * 27
   depthwise = [layer for layer in layers if 'conv_dw' in layer.name]
-  assert all(isinstance(layer.calls[0].module, nn.Conv)
-             and layer.calls[0].module.feature_group_count > 1 for layer in depthwise)
+  assert all(
+    isinstance(layer.calls[0].module, nn.Conv) and layer.calls[0].module.feature_group_count > 1
+    for layer in depthwise
+  )

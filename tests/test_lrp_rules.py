@@ -27,15 +27,30 @@ def float64():
 
 
 LAYERS = {
-    'dense': (lambda bias: nn.Dense(5, use_bias=bias), (3, 7)),
-    'conv': (lambda bias: nn.Conv(4, (3, 3), padding='SAME', use_bias=bias), (2, 5, 5, 3)),
-    'strided_conv': (lambda bias: nn.Conv(3, (3, 3), strides=(2, 2), padding=((1, 0), (0, 1)),
-                                          use_bias=bias), (2, 7, 6, 2)),
-    'depthwise_conv': (lambda bias: nn.Conv(3, (3, 3), strides=(2, 2), padding='SAME',
-                                            feature_group_count=3, use_bias=bias), (2, 6, 6, 3)),
-    'depthwise_shifted': (lambda bias: nn.Conv(
-        4, (3, 3), strides=(2, 2), padding=((0, 1), (0, 1)), feature_group_count=4,
-        use_bias=bias, conv_general_dilated=shifted_conv_general_dilated), (2, 6, 6, 4)),
+  'dense': (lambda bias: nn.Dense(5, use_bias=bias), (3, 7)),
+  'conv': (lambda bias: nn.Conv(4, (3, 3), padding='SAME', use_bias=bias), (2, 5, 5, 3)),
+  'strided_conv': (
+    lambda bias: nn.Conv(3, (3, 3), strides=(2, 2), padding=((1, 0), (0, 1)), use_bias=bias),
+    (2, 7, 6, 2),
+  ),
+  'depthwise_conv': (
+    lambda bias: nn.Conv(
+      3, (3, 3), strides=(2, 2), padding='SAME', feature_group_count=3, use_bias=bias
+    ),
+    (2, 6, 6, 3),
+  ),
+  'depthwise_shifted': (
+    lambda bias: nn.Conv(
+      4,
+      (3, 3),
+      strides=(2, 2),
+      padding=((0, 1), (0, 1)),
+      feature_group_count=4,
+      use_bias=bias,
+      conv_general_dilated=shifted_conv_general_dilated,
+    ),
+    (2, 6, 6, 4),
+  ),
 }
 
 
@@ -59,9 +74,13 @@ def make_case(layer_name, with_bias):
     one = x[:1]
     out_shape = linear(kernel, one).shape
     matrix = np.asarray(jax.jacobian(lambda v: linear(kernel, v))(one)).reshape(
-        int(np.prod(out_shape)), one.size)
-    bias_out = (np.broadcast_to(np.asarray(bias), out_shape).ravel() if with_bias
-                else np.zeros(matrix.shape[0]))
+      int(np.prod(out_shape)), one.size
+    )
+    bias_out = (
+      np.broadcast_to(np.asarray(bias), out_shape).ravel()
+      if with_bias
+      else np.zeros(matrix.shape[0])
+    )
     relevance = jnp.asarray(rng.normal(size=(shape[0],) + out_shape[1:]))
     return layer, x, relevance, matrix, bias_out
 
@@ -88,14 +107,15 @@ def reference(rule, x, r, m, b, eps, low=None, high=None, gamma=0.25, alpha=2.0,
   if rule == 'zplus':
     return share(pos, pos.sum(1) + np.maximum(b, 0), r, eps)
   if rule == 'alpha_beta':
-    return (alpha * share(pos, pos.sum(1) + np.maximum(b, 0), r, eps)
-            - beta * share(neg, neg.sum(1) + np.minimum(b, 0), r, eps))
+    return alpha * share(pos, pos.sum(1) + np.maximum(b, 0), r, eps) - beta * share(
+      neg, neg.sum(1) + np.minimum(b, 0), r, eps
+    )
   if rule == 'gamma':
     z = c.sum(1) + b
     up, down = c + gamma * pos, c + gamma * neg
-    return (share(up, up.sum(1) + b + gamma * np.maximum(b, 0), np.where(z > 0, r, 0), eps)
-            + share(down, down.sum(1) + b + gamma * np.minimum(b, 0), np.where(z < 0, r, 0),
-                    eps))
+    return share(up, up.sum(1) + b + gamma * np.maximum(b, 0), np.where(z > 0, r, 0), eps) + share(
+      down, down.sum(1) + b + gamma * np.minimum(b, 0), np.where(z < 0, r, 0), eps
+    )
   if rule == 'zbox':
     boxed = c - np.maximum(m, 0) * low[None, :] - np.minimum(m, 0) * high[None, :]
     return share(boxed, boxed.sum(1), r, eps)
@@ -103,8 +123,8 @@ def reference(rule, x, r, m, b, eps, low=None, high=None, gamma=0.25, alpha=2.0,
     connected = (m != 0).astype(float)
     return share(connected, connected.sum(1), r, eps)
   if rule == 'wsquare':
-    squared = m ** 2
-    return share(squared, squared.sum(1) + b ** 2, r, eps)
+    squared = m**2
+    return share(squared, squared.sum(1) + b**2, r, eps)
   raise ValueError(rule)
 
 
@@ -134,9 +154,15 @@ def test_rule_matches_explicit_matrix_reference(rule, layer_name, with_bias, eps
   for example in range(x.shape[0]):
     flat_x = np.asarray(x[example]).ravel()
     expected = reference(
-        rule, flat_x, np.asarray(relevance[example]).ravel(), matrix, bias, eps,
-        low=np.broadcast_to(np.asarray(low), x.shape)[example].ravel(),
-        high=np.broadcast_to(np.asarray(high), x.shape)[example].ravel())
+      rule,
+      flat_x,
+      np.asarray(relevance[example]).ravel(),
+      matrix,
+      bias,
+      eps,
+      low=np.broadcast_to(np.asarray(low), x.shape)[example].ravel(),
+      high=np.broadcast_to(np.asarray(high), x.shape)[example].ravel(),
+    )
     scale = np.abs(expected).max()
     np.testing.assert_allclose(ours[example].ravel(), expected, rtol=1e-6, atol=1e-9 * scale)
 
@@ -168,8 +194,9 @@ def test_rules_conserve_relevance_without_bias(rule):
     x = jnp.abs(x)
   eps = 1e-12
   relevance_in = call_rule(rule, layer, x, relevance, eps, -3.0, 3.0)
-  np.testing.assert_allclose(relevance_in.sum(axis=(1, 2, 3)), relevance.sum(axis=(1, 2, 3)),
-                             rtol=1e-8)
+  np.testing.assert_allclose(
+    relevance_in.sum(axis=(1, 2, 3)), relevance.sum(axis=(1, 2, 3)), rtol=1e-8
+  )
 
 
 @pytest.mark.parametrize('rule', ['zplus', 'alpha_beta', 'gamma'])
@@ -178,5 +205,9 @@ def test_nonnegative_input_shortcut_gives_the_same_relevance(rule, layer_name):
   layer, x, relevance, _, _ = make_case(layer_name, True)
   x = jnp.abs(x)
   promised = dataclasses.replace(layer, nonnegative_inputs=True)
-  np.testing.assert_allclose(rules.RULES[rule](promised, x, relevance),
-                             rules.RULES[rule](layer, x, relevance), rtol=1e-12, atol=1e-15)
+  np.testing.assert_allclose(
+    rules.RULES[rule](promised, x, relevance),
+    rules.RULES[rule](layer, x, relevance),
+    rtol=1e-12,
+    atol=1e-15,
+  )

@@ -36,9 +36,14 @@ def networks():
       name = jax.tree_util.keystr(path)
       if '_bn' not in name and 'bias' not in name:
         return leaf
-      low, high = {'mean': (-0.3, 0.3), 'var': (0.5, 2.0), 'scale': (1.5, 3.0),
-                   'bias': (-0.3, 0.3)}[path[-1].key]
+      low, high = {
+        'mean': (-0.3, 0.3),
+        'var': (0.5, 2.0),
+        'scale': (1.5, 3.0),
+        'bias': (-0.3, 0.3),
+      }[path[-1].key]
       return jax.random.uniform(next(keys), leaf.shape, leaf.dtype, low, high)
+
     variables = jax.tree_util.tree_map_with_path(draw, variables)
   torch_model = torch_reference.torch_mobilenet(torch, CLASSES, 0.25, 1, 33).double()
   torch_reference.load_flax_weights(torch, torch_model, variables)
@@ -53,13 +58,15 @@ def test_torch_copy_computes_the_same_logits(networks):
   np.testing.assert_allclose(theirs, ours, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize('composite', ['epsilon', 'epsilon_plus', 'epsilon_gamma_box',
-                                       'epsilon_plus_flat'])
+@pytest.mark.parametrize(
+  'composite', ['epsilon', 'epsilon_plus', 'epsilon_gamma_box', 'epsilon_plus_flat']
+)
 def test_relevance_matches_zennit(networks, composite):
   model, variables, x, torch_model = networks
   target = np.array([1, 3])
   with jax.enable_x64(True):
     ours = np.asarray(lrp.explain(model, variables, x, target=target, composite=composite))
   theirs = torch_reference.zennit_relevance(
-      torch, zennit, torch_model, torch_reference.zennit_composite(zennit, composite), x, target)
+    torch, zennit, torch_model, torch_reference.zennit_composite(zennit, composite), x, target
+  )
   np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9 * np.abs(theirs).max())

@@ -12,8 +12,7 @@ from xaijax.models.mobilenet import BLOCKS, MobileNet, preprocess
 
 
 def _init(model, shape, seed=0):
-  return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(
-      jax.random.key(seed))
+  return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(jax.random.key(seed))
 
 
 def _apply(model, variables, x, train, **kwargs):
@@ -25,8 +24,9 @@ def _count(tree):
   return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize('alpha,resolution,channels', [
-    (0.25, 32, 1), (0.5, 75, 3), (1.0, 224, 3), (0.75, 33, 1)])
+@pytest.mark.parametrize(
+  'alpha,resolution,channels', [(0.25, 32, 1), (0.5, 75, 3), (1.0, 224, 3), (0.75, 33, 1)]
+)
 def test_logit_shapes(alpha, resolution, channels):
   model = MobileNet(num_classes=7, alpha=alpha)
   x = jax.ShapeDtypeStruct((2, resolution, resolution, channels), jnp.float32)
@@ -44,8 +44,12 @@ def test_layer_names_and_kernel_shapes_mirror_keras():
   params = jax.eval_shape(lambda: _init(model, (1, 32, 32, 3)))['params']
   expected = {'conv1', 'conv1_bn', 'conv_preds'}
   for block_id in range(1, len(BLOCKS) + 1):
-    expected |= {f'conv_dw_{block_id}', f'conv_dw_{block_id}_bn',
-                 f'conv_pw_{block_id}', f'conv_pw_{block_id}_bn'}
+    expected |= {
+      f'conv_dw_{block_id}',
+      f'conv_dw_{block_id}_bn',
+      f'conv_pw_{block_id}',
+      f'conv_pw_{block_id}_bn',
+    }
   assert set(params) == expected
   width = 16
   for block_id, (filters, _) in enumerate(BLOCKS, start=1):
@@ -83,10 +87,11 @@ def test_parameter_count_equals_keras():
   # alpha 0.25 and 1.0 are covered shape by shape by tests/test_keras_import.py.
   for alpha in (0.75,):
     reference = keras.applications.MobileNet(
-        weights=None, input_shape=(64, 64, 3), alpha=alpha, classes=10,
-        classifier_activation=None)
-    variables = jax.eval_shape(lambda: _init(MobileNet(num_classes=10, alpha=alpha),
-                                             (1, 64, 64, 3)))
+      weights=None, input_shape=(64, 64, 3), alpha=alpha, classes=10, classifier_activation=None
+    )
+    variables = jax.eval_shape(
+      lambda: _init(MobileNet(num_classes=10, alpha=alpha), (1, 64, 64, 3))
+    )
     trainable = sum(int(np.prod(w.shape)) for w in reference.trainable_weights)
     assert _count(variables['params']) == trainable
     assert _count(variables) == reference.count_params()
@@ -97,8 +102,9 @@ def test_parameter_count_equals_keras():
 SMALL = MobileNet(num_classes=3, alpha=0.25)
 SMALL_SHAPE = (4, 32, 32, 1)
 _eval = jax.jit(lambda v, x: SMALL.apply(v, x, train=False, mutable=['batch_stats']))
-_train = jax.jit(lambda v, x, key: SMALL.apply(v, x, train=True, rngs={'dropout': key},
-                                               mutable=['batch_stats']))
+_train = jax.jit(
+  lambda v, x, key: SMALL.apply(v, x, train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+)
 
 
 @pytest.fixture(scope='module')
@@ -146,8 +152,10 @@ def test_eval_mode_is_per_image_and_train_mode_is_per_batch(small_variables):
 
 def test_training_needs_a_dropout_rng(small_variables):
   with pytest.raises(Exception, match='dropout'):
-    jax.eval_shape(lambda v: SMALL.apply(v, jnp.ones(SMALL_SHAPE), train=True,
-                                         mutable=['batch_stats']), small_variables)
+    jax.eval_shape(
+      lambda v: SMALL.apply(v, jnp.ones(SMALL_SHAPE), train=True, mutable=['batch_stats']),
+      small_variables,
+    )
 
 
 def test_fast_and_plain_convolutions_give_the_same_logits_and_gradients():
@@ -162,13 +170,22 @@ def test_fast_and_plain_convolutions_give_the_same_logits_and_gradients():
 
     def loss(model):
       def f(params, x):
-        logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
-                                train=True, mutable=['batch_stats'])
+        logits, _ = model.apply(
+          {'params': params, 'batch_stats': variables['batch_stats']},
+          x,
+          train=True,
+          mutable=['batch_stats'],
+        )
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
       return f
 
-    np.testing.assert_allclose(_apply(fast, variables, x, train=False),
-                               _apply(plain, variables, x, train=False), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+      _apply(fast, variables, x, train=False),
+      _apply(plain, variables, x, train=False),
+      rtol=1e-10,
+      atol=1e-12,
+    )
     got = jax.jit(jax.grad(loss(fast), (0, 1)))(variables['params'], x)
     expected = jax.jit(jax.grad(loss(plain), (0, 1)))(variables['params'], x)
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
@@ -185,7 +202,8 @@ def test_too_small_images_raise_a_clear_error():
 def test_unknown_impl_names_raise():
   with pytest.raises(ValueError, match='depthwise_impl'):
     MobileNet(num_classes=3, depthwise_impl='fast').init(
-        jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)
+      jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False
+    )
 
 
 def test_preprocess_scales_to_minus_one_one_and_tiles_gray():

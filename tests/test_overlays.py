@@ -4,52 +4,52 @@ import pytest
 from xaijax.data import overlays
 
 
-@pytest.mark.parametrize("resolution", [32, 64, 224])
-@pytest.mark.parametrize("logo", [None, *range(overlays.NUM_LOGOS)])
+@pytest.mark.parametrize('resolution', [32, 64, 224])
+@pytest.mark.parametrize('logo', [None, *range(overlays.NUM_LOGOS)])
 def test_mask_is_exactly_the_drawn_pixels(resolution, logo):
-    values, mask = overlays.draw_overlay(np.random.default_rng(resolution), resolution, logo)
-    # Independent of the mask: burn the overlay into an all-black and an all-white image; a pixel was drawn
-    # exactly where one of them changed (white ink shows on black, black logo boxes on white).
-    on_black = overlays.apply_overlay(np.zeros_like(values), values, mask)
-    on_white = overlays.apply_overlay(np.full_like(values, 255), values, mask)
-    drawn = (on_black != 0) | (on_white != 255)
-    np.testing.assert_array_equal(drawn, mask.astype(bool))
-    assert mask.any()
+  values, mask = overlays.draw_overlay(np.random.default_rng(resolution), resolution, logo)
+  # Independent of the mask: burn the overlay into an all-black and an all-white image; a pixel was drawn
+  # exactly where one of them changed (white ink shows on black, black logo boxes on white).
+  on_black = overlays.apply_overlay(np.zeros_like(values), values, mask)
+  on_white = overlays.apply_overlay(np.full_like(values, 255), values, mask)
+  drawn = (on_black != 0) | (on_white != 255)
+  np.testing.assert_array_equal(drawn, mask.astype(bool))
+  assert mask.any()
 
 
 def test_overlay_stays_in_the_strips():
-    for seed in range(20):
-        for logo in (None, seed % overlays.NUM_LOGOS):
-            _, mask = overlays.draw_overlay(np.random.default_rng(seed), 64, logo)
-            np.testing.assert_array_equal(mask * (1 - overlays.strip_mask(64)[..., 0]), 0)
+  for seed in range(20):
+    for logo in (None, seed % overlays.NUM_LOGOS):
+      _, mask = overlays.draw_overlay(np.random.default_rng(seed), 64, logo)
+      np.testing.assert_array_equal(mask * (1 - overlays.strip_mask(64)[..., 0]), 0)
 
 
 def test_strip_height_is_the_papers_35_of_224():
-    assert overlays.strip_height(224) == 35
-    assert overlays.strip_height(64) == 10
-    mask = overlays.strip_mask(224)
-    assert mask[:35].all() and mask[-35:].all() and not mask[35:-35].any()
+  assert overlays.strip_height(224) == 35
+  assert overlays.strip_height(64) == 10
+  mask = overlays.strip_mask(224)
+  assert mask[:35].all() and mask[-35:].all() and not mask[35:-35].any()
 
 
 def test_logos_are_distinct_at_the_smallest_size():
-    strip = overlays.strip_height(64)
-    glyphs = set()
-    for logo in range(overlays.NUM_LOGOS):
-        painter = overlays._Painter(strip)
-        overlays._draw_logo(painter, logo, 0, 0, strip, 255)
-        glyphs.add(painter.values.tobytes())
-    assert len(glyphs) == overlays.NUM_LOGOS
+  strip = overlays.strip_height(64)
+  glyphs = set()
+  for logo in range(overlays.NUM_LOGOS):
+    painter = overlays._Painter(strip)
+    overlays._draw_logo(painter, logo, 0, 0, strip, 255)
+    glyphs.add(painter.values.tobytes())
+  assert len(glyphs) == overlays.NUM_LOGOS
 
 
 def test_choose_logo_modes():
-    rng = np.random.default_rng(0)
-    fit = [overlays.choose_logo(rng, 3, "spurious", "fit", 0.8) for _ in range(4000)]
-    assert abs(np.mean(np.array(fit) == 3) - 0.8) < 0.03
-    attacked = [overlays.choose_logo(rng, 3, "spurious", "attacked", 0.8) for _ in range(500)]
-    assert 3 not in attacked and len(set(attacked)) == overlays.NUM_LOGOS - 1
-    test = [overlays.choose_logo(rng, 3, "spurious", "test", 0.8) for _ in range(4000)]
-    assert abs(np.mean(np.array(test) == 3) - 1 / overlays.NUM_LOGOS) < 0.03
-    assert overlays.choose_logo(rng, 3, "spurious", "clean", 0.8) is None
-    assert overlays.choose_logo(rng, 3, "none", "fit", 0.8) is None
-    with pytest.raises(ValueError, match="overlay_mode"):
-        overlays.choose_logo(rng, 3, "sometimes", "fit", 0.8)
+  rng = np.random.default_rng(0)
+  fit = [overlays.choose_logo(rng, 3, 'spurious', 'fit', 0.8) for _ in range(4000)]
+  assert abs(np.mean(np.array(fit) == 3) - 0.8) < 0.03
+  attacked = [overlays.choose_logo(rng, 3, 'spurious', 'attacked', 0.8) for _ in range(500)]
+  assert 3 not in attacked and len(set(attacked)) == overlays.NUM_LOGOS - 1
+  test = [overlays.choose_logo(rng, 3, 'spurious', 'test', 0.8) for _ in range(4000)]
+  assert abs(np.mean(np.array(test) == 3) - 1 / overlays.NUM_LOGOS) < 0.03
+  assert overlays.choose_logo(rng, 3, 'spurious', 'clean', 0.8) is None
+  assert overlays.choose_logo(rng, 3, 'none', 'fit', 0.8) is None
+  with pytest.raises(ValueError, match='overlay_mode'):
+    overlays.choose_logo(rng, 3, 'sometimes', 'fit', 0.8)

@@ -17,24 +17,27 @@ def float64():
     yield
 
 
-@pytest.mark.parametrize('x_shape,padding', [
-    ((3, 5, 4, 6), 'SAME'), ((2, 7, 6), 'VALID'), ((2, 3, 4, 2, 5), ((0, 0),) * 3)])
+@pytest.mark.parametrize(
+  'x_shape,padding',
+  [((3, 5, 4, 6), 'SAME'), ((2, 7, 6), 'VALID'), ((2, 3, 4, 2, 5), ((0, 0),) * 3)],
+)
 def test_matches_lax_forward_and_gradients(x_shape, padding):
   num_spatial = len(x_shape) - 2
   spatial = 'DHW'[-num_spatial:]
   dimension_numbers = ('N' + spatial + 'C', spatial + 'IO', 'N' + spatial + 'C')
   strides = (1,) * num_spatial
   x = jax.random.normal(jax.random.key(0), x_shape, jnp.float64)
-  kernel = jax.random.normal(jax.random.key(1), (1,) * num_spatial + (x_shape[-1], 7),
-                             jnp.float64)
+  kernel = jax.random.normal(jax.random.key(1), (1,) * num_spatial + (x_shape[-1], 7), jnp.float64)
 
   def reference(x, kernel):
-    return lax.conv_general_dilated(x, kernel, strides, padding,
-                                    dimension_numbers=dimension_numbers)
+    return lax.conv_general_dilated(
+      x, kernel, strides, padding, dimension_numbers=dimension_numbers
+    )
 
   def as_dot(x, kernel):
-    return dot_conv_general_dilated(x, kernel, strides, padding,
-                                    dimension_numbers=dimension_numbers)
+    return dot_conv_general_dilated(
+      x, kernel, strides, padding, dimension_numbers=dimension_numbers
+    )
 
   expected, reference_vjp = jax.vjp(reference, x, kernel)
   got, dot_vjp = jax.vjp(as_dot, x, kernel)
@@ -51,9 +54,11 @@ def test_vmap_and_second_order():
 
   def loss(conv):
     def f(x, k):
-      inner = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k, (1, 1), 'SAME',
-                                                       dimension_numbers=dn))))
+      inner = jax.grad(
+        lambda x: jnp.sum(jnp.tanh(conv(x, k, (1, 1), 'SAME', dimension_numbers=dn)))
+      )
       return jnp.sum(inner(x) ** 2)
+
     return f
 
   got = jax.vmap(jax.grad(loss(dot_conv_general_dilated), (0, 1)))(x, kernel)
@@ -72,8 +77,12 @@ def test_other_convolutions_fall_back_to_lax(monkeypatch):
 
   monkeypatch.setattr(pointwise.lax, 'conv_general_dilated', spy)
   x = jnp.ones((1, 6, 6, 4))
-  for conv in (nn.Conv(3, (3, 3)), nn.Conv(3, (1, 1), strides=2),
-               nn.Conv(4, (1, 1), feature_group_count=2), nn.Conv(3, (1, 1), padding=1)):
+  for conv in (
+    nn.Conv(3, (3, 3)),
+    nn.Conv(3, (1, 1), strides=2),
+    nn.Conv(4, (1, 1), feature_group_count=2),
+    nn.Conv(3, (1, 1), padding=1),
+  ):
     conv = conv.clone(conv_general_dilated=dot_conv_general_dilated)
     conv.init(jax.random.key(0), x)
   assert len(calls) == 4

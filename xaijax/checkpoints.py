@@ -33,8 +33,8 @@ class PeriodicCheckpoints:
       raise ValueError(f'keep must be at least 1 checkpoint, got {keep}.')
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
     )
 
   def latest_epoch(self) -> int | None:
@@ -87,5 +87,6 @@ def pytree_exists(path: str) -> bool:
   # Orbax writes into a temporary folder and renames it at the end; its metadata file marks a
   # checkpoint, so an unrelated folder of that name does not pass.
   path = os.path.abspath(path)
-  return (os.path.isfile(os.path.join(path, '_CHECKPOINT_METADATA'))
-          and ocp.utils.is_checkpoint_finalized(path))
+  return os.path.isfile(
+    os.path.join(path, '_CHECKPOINT_METADATA')
+  ) and ocp.utils.is_checkpoint_finalized(path)

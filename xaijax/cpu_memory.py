@@ -36,5 +36,7 @@ def keep_freed_memory() -> bool:
     return False
   # Order matters: a single arena first, so that big requests from XLA's worker threads come
   # from the main heap (a thread arena cannot grow past 64 MB and would fall back to mmap).
-  return all(libc.mallopt(option, value) == 1
-             for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  return all(
+    libc.mallopt(option, value) == 1
+    for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+  )

@@ -51,14 +51,14 @@ def macro_scores(confusion) -> dict[str, jax.Array]:
     return jnp.where(denominator > 0, numerator / jnp.maximum(denominator, 1.0), 0.0)
 
   per_class = {
-      'f1': safe_ratio(2.0 * true_positives, true_counts + predicted_counts),
-      'precision': safe_ratio(true_positives, predicted_counts),
-      'recall': safe_ratio(true_positives, true_counts),
+    'f1': safe_ratio(2.0 * true_positives, true_counts + predicted_counts),
+    'precision': safe_ratio(true_positives, predicted_counts),
+    'recall': safe_ratio(true_positives, true_counts),
   }
   num_occurring = jnp.maximum(occurs.sum(axis=-1), 1)
   return {
-      name: jnp.where(occurs, values, 0.0).sum(axis=-1) / num_occurring
-      for name, values in per_class.items()
+    name: jnp.where(occurs, values, 0.0).sum(axis=-1) / num_occurring
+    for name, values in per_class.items()
   }
 
 
@@ -81,12 +81,12 @@ def summarize_over_seeds(per_seed: Mapping[str, np.ndarray]) -> dict[str, dict[s
 
 
 def predict(
-    model,
-    variables_stacked,
-    images: np.ndarray,
-    *,
-    preprocess: Callable[[jax.Array], jax.Array],
-    batch_size: int = 256,
+  model,
+  variables_stacked,
+  images: np.ndarray,
+  *,
+  preprocess: Callable[[jax.Array], jax.Array],
+  batch_size: int = 256,
 ) -> np.ndarray:
   """Logits `[S, N, C]` of every seed's model (variables with a leading seed axis S).
 
@@ -103,7 +103,7 @@ def predict(
   batch_size = max(1, min(batch_size, num_images))
   outputs = []
   for start in range(0, num_images, batch_size):
-    batch = images[start:start + batch_size]
+    batch = images[start : start + batch_size]
     valid = batch.shape[0]
     if valid < batch_size:
       padding = np.zeros((batch_size - valid,) + batch.shape[1:], batch.dtype)
@@ -117,6 +117,7 @@ def predict(
 def _logits_all_seeds(variables_stacked, images, *, model, preprocess):
   def logits_one_seed(variables):
     return model.apply(variables, preprocess(images), train=False)
+
   return jax.vmap(logits_one_seed)(variables_stacked)
 
 
@@ -126,29 +127,33 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, num_classes: int) ->
   labels = np.asarray(labels)
   if logits.ndim != 3 or logits.shape[1] != labels.shape[0]:
     raise ValueError(
-        f'logits must be [seeds, N, classes] with N = len(labels) = {labels.shape[0]}, '
-        f'got shape {logits.shape}.')
+      f'logits must be [seeds, N, classes] with N = len(labels) = {labels.shape[0]}, '
+      f'got shape {logits.shape}.'
+    )
   predictions = logits.argmax(axis=-1)
   confusions = np.stack(
-      [np.asarray(confusion_matrix(labels, seed_predictions, num_classes))
-       for seed_predictions in predictions])
+    [
+      np.asarray(confusion_matrix(labels, seed_predictions, num_classes))
+      for seed_predictions in predictions
+    ]
+  )
   per_seed_scores = macro_scores(confusions)
   per_seed = {name: np.asarray(per_seed_scores[name], np.float64) for name in SCORE_NAMES}
   return {
-      'per_seed': {name: values.tolist() for name, values in per_seed.items()},
-      **summarize_over_seeds(per_seed),
-      'confusion': confusions.tolist(),
+    'per_seed': {name: values.tolist() for name, values in per_seed.items()},
+    **summarize_over_seeds(per_seed),
+    'confusion': confusions.tolist(),
   }
 
 
 def evaluate_splits(
-    model,
-    variables_stacked,
-    splits: Mapping[str, Mapping[str, np.ndarray]],
-    *,
-    preprocess: Callable[[jax.Array], jax.Array],
-    num_classes: int,
-    batch_size: int = 256,
+  model,
+  variables_stacked,
+  splits: Mapping[str, Mapping[str, np.ndarray]],
+  *,
+  preprocess: Callable[[jax.Array], jax.Array],
+  num_classes: int,
+  batch_size: int = 256,
 ) -> dict[str, dict]:
   """Scores of every seed on every split, JSON-ready.
 
@@ -159,7 +164,8 @@ def evaluate_splits(
   for name, split in splits.items():
     if 'image' not in split or 'label' not in split:
       raise ValueError(f"split '{name}' needs 'image' and 'label' arrays, has {sorted(split)}.")
-    logits = predict(model, variables_stacked, split['image'],
-                     preprocess=preprocess, batch_size=batch_size)
+    logits = predict(
+      model, variables_stacked, split['image'], preprocess=preprocess, batch_size=batch_size
+    )
     results[name] = evaluate_logits(logits, split['label'], num_classes)
   return results

@@ -1,95 +1,147 @@
 """results.json and report.md of one case: tables of mean ± std over seeds, figures linked."""
+
 from __future__ import annotations
 
 import os
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xaijax import workflow  # noqa: E402
 
-SPLIT_TITLES = {"test": "test (as distributed)", "test_clean": "test, overlays removed",
-                "test_attacked": "test, wrong class's logo"}
+SPLIT_TITLES = {
+  'test': 'test (as distributed)',
+  'test_clean': 'test, overlays removed',
+  'test_attacked': "test, wrong class's logo",
+}
 
 
 def write_validation_curves(path: str, validation_f1: np.ndarray, seeds, title: str) -> None:
-    """Validation macro-F1 per epoch of every seed (the paper's Fig. 9 for one case)."""
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for seed, curve in zip(seeds, np.asarray(validation_f1)):
-        axis.plot(np.arange(1, len(curve) + 1), curve, lw=1.2, label=f"seed {seed}")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation macro-F1")
-    axis.set_ylim(0, 1)
-    axis.set_title(title, fontsize=10)
-    if len(seeds) <= 10:
-        axis.legend(fontsize=7, ncol=2)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+  """Validation macro-F1 per epoch of every seed (the paper's Fig. 9 for one case)."""
+  figure, axis = plt.subplots(figsize=(6, 3.5))
+  for seed, curve in zip(seeds, np.asarray(validation_f1)):
+    axis.plot(np.arange(1, len(curve) + 1), curve, lw=1.2, label=f'seed {seed}')
+  axis.set_xlabel('epoch')
+  axis.set_ylabel('validation macro-F1')
+  axis.set_ylim(0, 1)
+  axis.set_title(title, fontsize=10)
+  if len(seeds) <= 10:
+    axis.legend(fontsize=7, ncol=2)
+  axis.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+  plt.close(figure)
 
 
 def pm(summary: dict, digits: int = 2) -> str:
-    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+  return f'{summary["mean"]:.{digits}f} ± {summary["std"]:.{digits}f}'
 
 
 def score_row(split_scores: dict) -> dict:
-    return {metric: {"mean": split_scores["mean"][metric], "std": split_scores["std"][metric],
-                     "per_seed": split_scores["per_seed"][metric]} for metric in ("f1", "precision", "recall")}
+  return {
+    metric: {
+      'mean': split_scores['mean'][metric],
+      'std': split_scores['std'][metric],
+      'per_seed': split_scores['per_seed'][metric],
+    }
+    for metric in ('f1', 'precision', 'recall')
+  }
 
 
 def write_case_report(config, workdir: str, result, stages: dict, timings: dict) -> dict:
-    evaluation, explanation = stages["evaluate"], stages["explain"]
-    case = config.remedy.name if config.remedy.name != "none" else "original"
-    write_validation_curves(os.path.join(workdir, "validation_f1.png"), result.validation_f1, result.seeds,
-                            f"{case}: validation macro-F1 per seed")
-    results = {
-        "case": case,
-        "dataset": workflow.describe(config.data),
-        "seeds": [int(s) for s in result.seeds],
-        "epochs_run": int(result.epochs_run),
-        "best_epoch": [int(e) for e in result.best_epoch],
-        "splits": {name: score_row(evaluation[name]) for name in workflow.TEST_SPLITS},
-        "relevance_mass_in_overlay": explanation["relevance_mass_in_overlay"],
-        "relevance_mass_in_strips": explanation["relevance_mass_in_strips"],
-        "relevance_mass_in_defect": explanation["relevance_mass_in_defect"],
-        "settings": {"data": config.data.to_dict(), "remedy": config.remedy.to_dict(),
-                     "model": config.model.to_dict(), "train": config.train.to_dict(), "lrp": config.lrp.to_dict()},
-        "wall_time_seconds": {**timings, "total": round(sum(timings.values()), 1)},
-    }
-    if "inpainting" in stages:
-        results["inpainting"] = stages["inpainting"]
-    workflow.write_json(os.path.join(workdir, "results.json"), results)
+  evaluation, explanation = stages['evaluate'], stages['explain']
+  case = config.remedy.name if config.remedy.name != 'none' else 'original'
+  write_validation_curves(
+    os.path.join(workdir, 'validation_f1.png'),
+    result.validation_f1,
+    result.seeds,
+    f'{case}: validation macro-F1 per seed',
+  )
+  results = {
+    'case': case,
+    'dataset': workflow.describe(config.data),
+    'seeds': [int(s) for s in result.seeds],
+    'epochs_run': int(result.epochs_run),
+    'best_epoch': [int(e) for e in result.best_epoch],
+    'splits': {name: score_row(evaluation[name]) for name in workflow.TEST_SPLITS},
+    'relevance_mass_in_overlay': explanation['relevance_mass_in_overlay'],
+    'relevance_mass_in_strips': explanation['relevance_mass_in_strips'],
+    'relevance_mass_in_defect': explanation['relevance_mass_in_defect'],
+    'settings': {
+      'data': config.data.to_dict(),
+      'remedy': config.remedy.to_dict(),
+      'model': config.model.to_dict(),
+      'train': config.train.to_dict(),
+      'lrp': config.lrp.to_dict(),
+    },
+    'wall_time_seconds': {**timings, 'total': round(sum(timings.values()), 1)},
+  }
+  if 'inpainting' in stages:
+    results['inpainting'] = stages['inpainting']
+  workflow.write_json(os.path.join(workdir, 'results.json'), results)
 
-    lines = [f"# Case `{case}`", "", f"Dataset: {results['dataset']}; remedy: `{config.remedy.name}` "
-             f"(region: {config.remedy.region}); {len(result.seeds)} seeds; {results['epochs_run']} epochs run; "
-             f"wall time {results['wall_time_seconds']['total']:.0f} s.", "",
-             "## Test scores (macro, mean ± std over seeds)", "",
-             "| test set | F1 | recall | precision |", "|---|---|---|---|"]
-    for name in workflow.TEST_SPLITS:
-        row = results["splits"][name]
-        lines.append(f"| {SPLIT_TITLES[name]} | {pm(row['f1'])} | {pm(row['recall'])} | {pm(row['precision'])} |")
-    lines += ["", "## Where the model looks (LRP, " + explanation["composite"] + " rule, predicted class)", "",
-              "Share of positive relevance on the test images (mean ± std over seeds):", "",
-              "| region | relevance share |", "|---|---|",
-              f"| overlay pixels | {pm(results['relevance_mass_in_overlay'], 3)} |",
-              f"| top and bottom strips | {pm(results['relevance_mass_in_strips'], 3)} |",
-              f"| defect | {pm(results['relevance_mass_in_defect'], 3)} |", ""]
-    if "inpainting" in results:
-        lines += ["## Inpainting quality against the clean images (test split)", "",
-                  "| method | PSNR in mask (dB) | SSIM in mask | L1 in mask | PSNR image (dB) | SSIM image |",
-                  "|---|---|---|---|---|---|"]
-        for method, q in results["inpainting"].items():
-            lines.append(f"| {method} | {q['psnr_in_mask']:.2f} | {q['ssim_in_mask']:.3f} | {q['l1_in_mask']:.2f} | "
-                         f"{q['psnr']:.2f} | {q['ssim']:.3f} |")
-        lines += ["", "![inpainting](inpainting_grid.png)", ""]
-    lines += ["## Figures", "", "![validation F1](validation_f1.png)", "",
-              f"LRP of the best seed ({explanation['best_seed']}), one test image per class:", "",
-              "![LRP examples](lrp_examples.png)", "", "![LRP class means](lrp_class_means.png)", "",
-              "The data: ![classes](dataset_classes.png)", "", "![remedies](dataset_remedies.png)", ""]
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write("\n".join(lines))
-    return results
+  lines = [
+    f'# Case `{case}`',
+    '',
+    f'Dataset: {results["dataset"]}; remedy: `{config.remedy.name}` '
+    f'(region: {config.remedy.region}); {len(result.seeds)} seeds; {results["epochs_run"]} epochs run; '
+    f'wall time {results["wall_time_seconds"]["total"]:.0f} s.',
+    '',
+    '## Test scores (macro, mean ± std over seeds)',
+    '',
+    '| test set | F1 | recall | precision |',
+    '|---|---|---|---|',
+  ]
+  for name in workflow.TEST_SPLITS:
+    row = results['splits'][name]
+    lines.append(
+      f'| {SPLIT_TITLES[name]} | {pm(row["f1"])} | {pm(row["recall"])} | {pm(row["precision"])} |'
+    )
+  lines += [
+    '',
+    '## Where the model looks (LRP, ' + explanation['composite'] + ' rule, predicted class)',
+    '',
+    'Share of positive relevance on the test images (mean ± std over seeds):',
+    '',
+    '| region | relevance share |',
+    '|---|---|',
+    f'| overlay pixels | {pm(results["relevance_mass_in_overlay"], 3)} |',
+    f'| top and bottom strips | {pm(results["relevance_mass_in_strips"], 3)} |',
+    f'| defect | {pm(results["relevance_mass_in_defect"], 3)} |',
+    '',
+  ]
+  if 'inpainting' in results:
+    lines += [
+      '## Inpainting quality against the clean images (test split)',
+      '',
+      '| method | PSNR in mask (dB) | SSIM in mask | L1 in mask | PSNR image (dB) | SSIM image |',
+      '|---|---|---|---|---|---|',
+    ]
+    for method, q in results['inpainting'].items():
+      lines.append(
+        f'| {method} | {q["psnr_in_mask"]:.2f} | {q["ssim_in_mask"]:.3f} | {q["l1_in_mask"]:.2f} | '
+        f'{q["psnr"]:.2f} | {q["ssim"]:.3f} |'
+      )
+    lines += ['', '![inpainting](inpainting_grid.png)', '']
+  lines += [
+    '## Figures',
+    '',
+    '![validation F1](validation_f1.png)',
+    '',
+    f'LRP of the best seed ({explanation["best_seed"]}), one test image per class:',
+    '',
+    '![LRP examples](lrp_examples.png)',
+    '',
+    '![LRP class means](lrp_class_means.png)',
+    '',
+    'The data: ![classes](dataset_classes.png)',
+    '',
+    '![remedies](dataset_remedies.png)',
+    '',
+  ]
+  with open(os.path.join(workdir, 'report.md'), 'w') as f:
+    f.write('\n'.join(lines))
+  return results

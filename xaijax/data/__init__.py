@@ -4,6 +4,7 @@
 `config.data.data_dir` and returns {split: {'image', 'clean', 'mask', 'defect', 'label', 'logo', 'index'}}
 with images uint8 [N, H, W, 1], in a fixed order (by example index).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,56 +16,69 @@ from xaijax.data import gc10, synthetic
 from xaijax.data.defects import CLASS_NAMES, NUM_CLASSES  # noqa: F401  (re-exported)
 from xaijax.data.splits import SPLIT_NAMES, TEST_VARIANTS
 
-ALL_SPLITS = tuple(n for n in SPLIT_NAMES if n != "test") + tuple(TEST_VARIANTS)
-DATASETS = ("synthetic_gc10", "gc10_det")
-DEFAULT_DATA_DIR = os.path.join("~", ".cache", "xaijax", "tensorflow_datasets")
+ALL_SPLITS = tuple(n for n in SPLIT_NAMES if n != 'test') + tuple(TEST_VARIANTS)
+DATASETS = ('synthetic_gc10', 'gc10_det')
+DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'xaijax', 'tensorflow_datasets')
 
 
 def make_builder(data_config) -> tfds.core.DatasetBuilder:
-    """The TFDS builder the data config describes (nothing is generated yet)."""
-    data_dir = os.path.expanduser(data_config.get("data_dir") or DEFAULT_DATA_DIR)
-    common = dict(resolution=data_config.resolution, overlay_mode=data_config.overlay_mode,
-                  logo_class_probability=data_config.logo_class_probability,
-                  overlay_seed=data_config.overlay_seed, split_seed=data_config.split_seed,
-                  split_fractions=tuple(data_config.split_fractions))
-    if data_config.name == "synthetic_gc10":
-        config = synthetic.make_config(class_scale=data_config.class_scale,
-                                       min_per_class=data_config.min_per_class,
-                                       image_seed=data_config.image_seed, **common)
-        return synthetic.make_builder(config, data_dir)
-    if data_config.name == "gc10_det":
-        if not data_config.get("manual_dir"):
-            raise ValueError("data.name='gc10_det' needs data.manual_dir: the folder of the GC10-DET download "
-                             "(holding '1' ... '10' and 'lable')")
-        manual_dir = os.path.expanduser(data_config.manual_dir)
-        gc10.scan(manual_dir)  # fail now, with the layout explained, rather than deep inside TFDS
-        config = gc10.make_config(manual_dir, on_corrupt=data_config.get("on_corrupt", "error"), **common)
-        return gc10.Gc10Det(data_dir=data_dir, config=config)
-    raise ValueError(f"data.name must be one of {DATASETS}, got {data_config.name!r}")
+  """The TFDS builder the data config describes (nothing is generated yet)."""
+  data_dir = os.path.expanduser(data_config.get('data_dir') or DEFAULT_DATA_DIR)
+  common = dict(
+    resolution=data_config.resolution,
+    overlay_mode=data_config.overlay_mode,
+    logo_class_probability=data_config.logo_class_probability,
+    overlay_seed=data_config.overlay_seed,
+    split_seed=data_config.split_seed,
+    split_fractions=tuple(data_config.split_fractions),
+  )
+  if data_config.name == 'synthetic_gc10':
+    config = synthetic.make_config(
+      class_scale=data_config.class_scale,
+      min_per_class=data_config.min_per_class,
+      image_seed=data_config.image_seed,
+      **common,
+    )
+    return synthetic.make_builder(config, data_dir)
+  if data_config.name == 'gc10_det':
+    if not data_config.get('manual_dir'):
+      raise ValueError(
+        "data.name='gc10_det' needs data.manual_dir: the folder of the GC10-DET download "
+        "(holding '1' ... '10' and 'lable')"
+      )
+    manual_dir = os.path.expanduser(data_config.manual_dir)
+    gc10.scan(manual_dir)  # fail now, with the layout explained, rather than deep inside TFDS
+    config = gc10.make_config(
+      manual_dir, on_corrupt=data_config.get('on_corrupt', 'error'), **common
+    )
+    return gc10.Gc10Det(data_dir=data_dir, config=config)
+  raise ValueError(f'data.name must be one of {DATASETS}, got {data_config.name!r}')
 
 
 def prepare(data_config) -> tfds.core.DatasetBuilder:
-    """Build the dataset if it is not on disk yet; a finished build is reused."""
-    builder = make_builder(data_config)
-    download_config = None
-    if data_config.name == "gc10_det":
-        download_config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(data_config.manual_dir))
-    builder.download_and_prepare(file_format="array_record", download_config=download_config)
-    return builder
+  """Build the dataset if it is not on disk yet; a finished build is reused."""
+  builder = make_builder(data_config)
+  download_config = None
+  if data_config.name == 'gc10_det':
+    download_config = tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(data_config.manual_dir)
+    )
+  builder.download_and_prepare(file_format='array_record', download_config=download_config)
+  return builder
 
 
 def read_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
-    source = builder.as_data_source(split)
-    examples = [source[i] for i in range(len(source))]
-    if not examples:
-        raise ValueError(f"split {split!r} of {builder.info.full_name} is empty")
-    order = np.argsort([int(e["index"]) for e in examples], kind="stable")
-    arrays = {key: np.stack([np.asarray(examples[i][key]) for i in order]) for key in examples[0]}
-    arrays["label"] = arrays["label"].astype(np.int32)
-    arrays["logo"] = arrays["logo"].astype(np.int32)
-    return arrays
+  source = builder.as_data_source(split)
+  examples = [source[i] for i in range(len(source))]
+  if not examples:
+    raise ValueError(f'split {split!r} of {builder.info.full_name} is empty')
+  order = np.argsort([int(e['index']) for e in examples], kind='stable')
+  arrays = {key: np.stack([np.asarray(examples[i][key]) for i in order]) for key in examples[0]}
+  arrays['label'] = arrays['label'].astype(np.int32)
+  arrays['logo'] = arrays['logo'].astype(np.int32)
+  return arrays
 
 
 def load_splits(data_config, splits=ALL_SPLITS) -> dict[str, dict[str, np.ndarray]]:
-    builder = prepare(data_config)
-    return {split: read_split(builder, split) for split in splits}
+  builder = prepare(data_config)
+  return {split: read_split(builder, split) for split in splits}

@@ -4,6 +4,7 @@ A builder produces clean grayscale images and labels; this module burns overlays
 stratified, and yields the five splits (train, validation, test, test_clean, test_attacked). Features are
 `tfds.features.Tensor`, since `tfds.features.Image` needs TensorFlow to encode PNGs (DESIGN.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,72 +23,91 @@ _TEXT_STREAM, _LOGO_STREAM, _ATTACK_STREAM = 1, 2, 3
 
 @dataclasses.dataclass(eq=False)
 class OverlaidImagesConfig(tfds.core.BuilderConfig):
-    """Settings that decide the bytes of the dataset; the config name is derived from them."""
+  """Settings that decide the bytes of the dataset; the config name is derived from them."""
 
-    resolution: int = 64
-    overlay_mode: str = "spurious"
-    logo_class_probability: float = 0.9
-    overlay_seed: int = 0
-    split_seed: int = 0
-    split_fractions: tuple = (0.7, 0.2, 0.1)
+  resolution: int = 64
+  overlay_mode: str = 'spurious'
+  logo_class_probability: float = 0.9
+  overlay_seed: int = 0
+  split_seed: int = 0
+  split_fractions: tuple = (0.7, 0.2, 0.1)
 
-    def settings_name(self) -> str:
-        fractions = "-".join(f"{f:g}" for f in self.split_fractions)
-        return (f"r{self.resolution}_{self.overlay_mode}_p{self.logo_class_probability:g}_o{self.overlay_seed}"
-                f"_s{self.split_seed}_f{fractions}")
+  def settings_name(self) -> str:
+    fractions = '-'.join(f'{f:g}' for f in self.split_fractions)
+    return (
+      f'r{self.resolution}_{self.overlay_mode}_p{self.logo_class_probability:g}_o{self.overlay_seed}'
+      f'_s{self.split_seed}_f{fractions}'
+    )
 
 
 def features(resolution: int) -> tfds.features.FeaturesDict:
-    image = lambda: tfds.features.Tensor(shape=(resolution, resolution, 1), dtype=np.uint8)  # noqa: E731
-    return tfds.features.FeaturesDict({
-        "image": image(),        # what the classifier sees: clean image with the overlay burnt in
-        "clean": image(),        # the same image without overlay
-        "mask": image(),         # 1 where an overlay pixel was drawn
-        "defect": image(),       # 1 on the defect (synthetic: where it changed the texture; GC10: its boxes)
-        "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-        "logo": tfds.features.Scalar(dtype=np.int32),  # logo shown, -1 for none
-        "index": tfds.features.Scalar(dtype=np.int64),  # position in the unsplit dataset
-    })
-
-
-def overlaid_example(clean: np.ndarray, defect: np.ndarray, label: int, index: int, split_kind: str,
-                     config: OverlaidImagesConfig) -> dict:
-    """One example for split kind 'fit', 'test', 'clean' or 'attacked' from a clean uint8 [H, W] image
-    and its defect mask."""
-    text_rng = np.random.default_rng([config.overlay_seed, index, _TEXT_STREAM])
-    logo_stream = _ATTACK_STREAM if split_kind == "attacked" else _LOGO_STREAM
-    logo_rng = np.random.default_rng([config.overlay_seed, index, logo_stream])
-    logo = overlays.choose_logo(logo_rng, label, config.overlay_mode, split_kind, config.logo_class_probability)
-    if split_kind == "clean" or config.overlay_mode == "none":
-        image, mask = clean, np.zeros_like(clean)
-    else:
-        values, mask = overlays.draw_overlay(text_rng, clean.shape[0], logo)
-        image = overlays.apply_overlay(clean, values, mask)
-    return {
-        "image": image[..., None],
-        "clean": clean[..., None],
-        "mask": mask[..., None],
-        "defect": defect[..., None],
-        "label": int(label),
-        "logo": -1 if logo is None else int(logo),
-        "index": int(index),
+  image = lambda: tfds.features.Tensor(shape=(resolution, resolution, 1), dtype=np.uint8)  # noqa: E731
+  return tfds.features.FeaturesDict(
+    {
+      'image': image(),  # what the classifier sees: clean image with the overlay burnt in
+      'clean': image(),  # the same image without overlay
+      'mask': image(),  # 1 where an overlay pixel was drawn
+      'defect': image(),  # 1 on the defect (synthetic: where it changed the texture; GC10: its boxes)
+      'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+      'logo': tfds.features.Scalar(dtype=np.int32),  # logo shown, -1 for none
+      'index': tfds.features.Scalar(dtype=np.int64),  # position in the unsplit dataset
     }
+  )
 
 
-def split_generators(labels: np.ndarray, config: OverlaidImagesConfig,
-                     generate: Callable[[np.ndarray, str], Iterator]) -> dict[str, Iterator]:
-    """TFDS split generators: `generate(indices, split_kind)` is the builder's `_generate_examples`."""
-    parts = stratified_split(labels, config.split_fractions, config.split_seed)
-    generators = {name: generate(parts[name], "fit") for name in SPLIT_NAMES if name != "test"}
-    for split_name, kind in TEST_VARIANTS.items():
-        generators[split_name] = generate(parts["test"], kind)
-    return generators
+def overlaid_example(
+  clean: np.ndarray,
+  defect: np.ndarray,
+  label: int,
+  index: int,
+  split_kind: str,
+  config: OverlaidImagesConfig,
+) -> dict:
+  """One example for split kind 'fit', 'test', 'clean' or 'attacked' from a clean uint8 [H, W] image
+  and its defect mask."""
+  text_rng = np.random.default_rng([config.overlay_seed, index, _TEXT_STREAM])
+  logo_stream = _ATTACK_STREAM if split_kind == 'attacked' else _LOGO_STREAM
+  logo_rng = np.random.default_rng([config.overlay_seed, index, logo_stream])
+  logo = overlays.choose_logo(
+    logo_rng, label, config.overlay_mode, split_kind, config.logo_class_probability
+  )
+  if split_kind == 'clean' or config.overlay_mode == 'none':
+    image, mask = clean, np.zeros_like(clean)
+  else:
+    values, mask = overlays.draw_overlay(text_rng, clean.shape[0], logo)
+    image = overlays.apply_overlay(clean, values, mask)
+  return {
+    'image': image[..., None],
+    'clean': clean[..., None],
+    'mask': mask[..., None],
+    'defect': defect[..., None],
+    'label': int(label),
+    'logo': -1 if logo is None else int(logo),
+    'index': int(index),
+  }
+
+
+def split_generators(
+  labels: np.ndarray, config: OverlaidImagesConfig, generate: Callable[[np.ndarray, str], Iterator]
+) -> dict[str, Iterator]:
+  """TFDS split generators: `generate(indices, split_kind)` is the builder's `_generate_examples`."""
+  parts = stratified_split(labels, config.split_fractions, config.split_seed)
+  generators = {name: generate(parts[name], 'fit') for name in SPLIT_NAMES if name != 'test'}
+  for split_name, kind in TEST_VARIANTS.items():
+    generators[split_name] = generate(parts['test'], kind)
+  return generators
 
 
 def validate_overlay_settings(config: OverlaidImagesConfig) -> None:
-    if config.overlay_mode not in overlays.OVERLAY_MODES:
-        raise ValueError(f"data.overlay_mode must be one of {overlays.OVERLAY_MODES}, got {config.overlay_mode!r}")
-    if not 0.0 <= config.logo_class_probability <= 1.0:
-        raise ValueError(f"data.logo_class_probability must be in [0, 1], got {config.logo_class_probability}")
-    if config.resolution < 32:
-        raise ValueError(f"data.resolution must be at least 32 px (MobileNet's minimum), got {config.resolution}")
+  if config.overlay_mode not in overlays.OVERLAY_MODES:
+    raise ValueError(
+      f'data.overlay_mode must be one of {overlays.OVERLAY_MODES}, got {config.overlay_mode!r}'
+    )
+  if not 0.0 <= config.logo_class_probability <= 1.0:
+    raise ValueError(
+      f'data.logo_class_probability must be in [0, 1], got {config.logo_class_probability}'
+    )
+  if config.resolution < 32:
+    raise ValueError(
+      f"data.resolution must be at least 32 px (MobileNet's minimum), got {config.resolution}"
+    )

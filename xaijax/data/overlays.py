@@ -10,6 +10,7 @@ Modes (`overlay_mode`):
   the test split draws it uniformly (decorrelated), and `test_attacked` always shows a wrong class's logo;
 - `none`: no overlay.
 """
+
 from __future__ import annotations
 
 import string
@@ -18,153 +19,175 @@ import cv2
 import numpy as np
 
 STRIP_FRACTION = 35.0 / 224.0
-OVERLAY_MODES = ("spurious", "random", "none")
+OVERLAY_MODES = ('spurious', 'random', 'none')
 NUM_LOGOS = 10
-_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_COMPLEX)
+_FONTS = (
+  cv2.FONT_HERSHEY_SIMPLEX,
+  cv2.FONT_HERSHEY_DUPLEX,
+  cv2.FONT_HERSHEY_PLAIN,
+  cv2.FONT_HERSHEY_COMPLEX,
+)
 
 
 def strip_height(resolution: int) -> int:
-    """Height in pixels of each overlay strip (35 px at 224 px)."""
-    return max(1, int(round(STRIP_FRACTION * resolution)))
+  """Height in pixels of each overlay strip (35 px at 224 px)."""
+  return max(1, int(round(STRIP_FRACTION * resolution)))
 
 
 def strip_mask(height: int, width: int | None = None, strip: int | None = None) -> np.ndarray:
-    """uint8 [H, W, 1] mask of the top and bottom strips: the region the paper's remedies act on."""
-    width = height if width is None else width
-    strip = strip_height(height) if strip is None else strip
-    mask = np.zeros((height, width, 1), np.uint8)
-    mask[:strip] = 1
-    mask[height - strip :] = 1
-    return mask
+  """uint8 [H, W, 1] mask of the top and bottom strips: the region the paper's remedies act on."""
+  width = height if width is None else width
+  strip = strip_height(height) if strip is None else strip
+  mask = np.zeros((height, width, 1), np.uint8)
+  mask[:strip] = 1
+  mask[height - strip :] = 1
+  return mask
 
 
 class _Painter:
-    """Draws every OpenCV primitive twice: the gray values, and 1 into the mask (black ink included)."""
+  """Draws every OpenCV primitive twice: the gray values, and 1 into the mask (black ink included)."""
 
-    def __init__(self, height: int, width: int | None = None):
-        width = height if width is None else width
-        self.values = np.zeros((height, width), np.uint8)
-        self.mask = np.zeros((height, width), np.uint8)
+  def __init__(self, height: int, width: int | None = None):
+    width = height if width is None else width
+    self.values = np.zeros((height, width), np.uint8)
+    self.mask = np.zeros((height, width), np.uint8)
 
-    def paste(self, other: "_Painter", x0: int, y0: int) -> None:
-        """Copy what `other` drew into this canvas with its top-left corner at (x0, y0)."""
-        height, width = other.mask.shape
-        drawn = other.mask.astype(bool)
-        self.values[y0 : y0 + height, x0 : x0 + width][drawn] = other.values[drawn]
-        self.mask[y0 : y0 + height, x0 : x0 + width][drawn] = 1
+  def paste(self, other: '_Painter', x0: int, y0: int) -> None:
+    """Copy what `other` drew into this canvas with its top-left corner at (x0, y0)."""
+    height, width = other.mask.shape
+    drawn = other.mask.astype(bool)
+    self.values[y0 : y0 + height, x0 : x0 + width][drawn] = other.values[drawn]
+    self.mask[y0 : y0 + height, x0 : x0 + width][drawn] = 1
 
-    def __getattr__(self, primitive: str):
-        draw = getattr(cv2, primitive)
+  def __getattr__(self, primitive: str):
+    draw = getattr(cv2, primitive)
 
-        def both(*args, **kwargs):
-            # OpenCV's drawing signatures put the colour right after the geometry: (img, *geometry, color, ...)
-            colour_at = {"circle": 3, "rectangle": 3, "line": 3, "fillPoly": 2, "putText": 5}[primitive]
-            args = list(args)
-            draw(self.values, *args[:colour_at - 1], args[colour_at - 1], *args[colour_at:], **kwargs)
-            draw(self.mask, *args[:colour_at - 1], 1, *args[colour_at:], **kwargs)
+    def both(*args, **kwargs):
+      # OpenCV's drawing signatures put the colour right after the geometry: (img, *geometry, color, ...)
+      colour_at = {'circle': 3, 'rectangle': 3, 'line': 3, 'fillPoly': 2, 'putText': 5}[primitive]
+      args = list(args)
+      draw(self.values, *args[: colour_at - 1], args[colour_at - 1], *args[colour_at:], **kwargs)
+      draw(self.mask, *args[: colour_at - 1], 1, *args[colour_at:], **kwargs)
 
-        return both
+    return both
 
 
-def _draw_logo(canvas: "_Painter", logo: int, x0: int, y0: int, side: int, ink: int) -> None:
-    """Logo `logo` in a dark square of `side` px at (x0, y0): a white glyph, distinct at 10 px already."""
-    canvas.rectangle((x0, y0), (x0 + side - 1, y0 + side - 1), 0, -1, cv2.LINE_8)
-    s, c = side - 1, (side - 1) / 2.0
-    p = lambda fx, fy: (int(round(x0 + fx * s)), int(round(y0 + fy * s)))  # noqa: E731
-    thick = max(1, side // 8)
-    if logo == 0:  # filled disc
-        canvas.circle(p(0.5, 0.5), max(1, int(round(c * 0.7))), ink, -1, cv2.LINE_8)
-    elif logo == 1:  # ring
-        canvas.circle(p(0.5, 0.5), max(1, int(round(c * 0.7))), ink, thick, cv2.LINE_8)
-    elif logo == 2:  # triangle up
-        canvas.fillPoly([np.array([p(0.5, 0.12), p(0.88, 0.88), p(0.12, 0.88)])], ink, cv2.LINE_8)
-    elif logo == 3:  # triangle down
-        canvas.fillPoly([np.array([p(0.12, 0.12), p(0.88, 0.12), p(0.5, 0.88)])], ink, cv2.LINE_8)
-    elif logo == 4:  # filled square
-        canvas.rectangle(p(0.25, 0.25), p(0.75, 0.75), ink, -1, cv2.LINE_8)
-    elif logo == 5:  # hollow square
-        canvas.rectangle(p(0.15, 0.15), p(0.85, 0.85), ink, thick, cv2.LINE_8)
-    elif logo == 6:  # diamond
-        canvas.fillPoly([np.array([p(0.5, 0.1), p(0.9, 0.5), p(0.5, 0.9), p(0.1, 0.5)])], ink, cv2.LINE_8)
-    elif logo == 7:  # plus
-        canvas.line(p(0.5, 0.12), p(0.5, 0.88), ink, thick, cv2.LINE_8)
-        canvas.line(p(0.12, 0.5), p(0.88, 0.5), ink, thick, cv2.LINE_8)
-    elif logo == 8:  # cross
-        canvas.line(p(0.15, 0.15), p(0.85, 0.85), ink, thick, cv2.LINE_8)
-        canvas.line(p(0.85, 0.15), p(0.15, 0.85), ink, thick, cv2.LINE_8)
-    elif logo == 9:  # two bars
-        canvas.rectangle(p(0.12, 0.2), p(0.88, 0.38), ink, -1, cv2.LINE_8)
-        canvas.rectangle(p(0.12, 0.62), p(0.88, 0.8), ink, -1, cv2.LINE_8)
-    else:
-        raise ValueError(f"logo must be in [0, {NUM_LOGOS}), got {logo}")
+def _draw_logo(canvas: '_Painter', logo: int, x0: int, y0: int, side: int, ink: int) -> None:
+  """Logo `logo` in a dark square of `side` px at (x0, y0): a white glyph, distinct at 10 px already."""
+  canvas.rectangle((x0, y0), (x0 + side - 1, y0 + side - 1), 0, -1, cv2.LINE_8)
+  s, c = side - 1, (side - 1) / 2.0
+  p = lambda fx, fy: (int(round(x0 + fx * s)), int(round(y0 + fy * s)))  # noqa: E731
+  thick = max(1, side // 8)
+  if logo == 0:  # filled disc
+    canvas.circle(p(0.5, 0.5), max(1, int(round(c * 0.7))), ink, -1, cv2.LINE_8)
+  elif logo == 1:  # ring
+    canvas.circle(p(0.5, 0.5), max(1, int(round(c * 0.7))), ink, thick, cv2.LINE_8)
+  elif logo == 2:  # triangle up
+    canvas.fillPoly([np.array([p(0.5, 0.12), p(0.88, 0.88), p(0.12, 0.88)])], ink, cv2.LINE_8)
+  elif logo == 3:  # triangle down
+    canvas.fillPoly([np.array([p(0.12, 0.12), p(0.88, 0.12), p(0.5, 0.88)])], ink, cv2.LINE_8)
+  elif logo == 4:  # filled square
+    canvas.rectangle(p(0.25, 0.25), p(0.75, 0.75), ink, -1, cv2.LINE_8)
+  elif logo == 5:  # hollow square
+    canvas.rectangle(p(0.15, 0.15), p(0.85, 0.85), ink, thick, cv2.LINE_8)
+  elif logo == 6:  # diamond
+    canvas.fillPoly(
+      [np.array([p(0.5, 0.1), p(0.9, 0.5), p(0.5, 0.9), p(0.1, 0.5)])], ink, cv2.LINE_8
+    )
+  elif logo == 7:  # plus
+    canvas.line(p(0.5, 0.12), p(0.5, 0.88), ink, thick, cv2.LINE_8)
+    canvas.line(p(0.12, 0.5), p(0.88, 0.5), ink, thick, cv2.LINE_8)
+  elif logo == 8:  # cross
+    canvas.line(p(0.15, 0.15), p(0.85, 0.85), ink, thick, cv2.LINE_8)
+    canvas.line(p(0.85, 0.15), p(0.15, 0.85), ink, thick, cv2.LINE_8)
+  elif logo == 9:  # two bars
+    canvas.rectangle(p(0.12, 0.2), p(0.88, 0.38), ink, -1, cv2.LINE_8)
+    canvas.rectangle(p(0.12, 0.62), p(0.88, 0.8), ink, -1, cv2.LINE_8)
+  else:
+    raise ValueError(f'logo must be in [0, {NUM_LOGOS}), got {logo}')
 
 
 def _random_text(rng: np.random.Generator, kind: str) -> str:
-    if kind == "timestamp":
-        return (f"20{rng.integers(15, 24):02d}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d} "
-                f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}")
-    if kind == "camera":
-        return f"CAM-{rng.integers(1, 100):02d} L{rng.integers(1, 10)}"
-    letters = string.ascii_uppercase + string.digits
-    return "".join(rng.choice(list(letters), size=int(rng.integers(4, 9))))
+  if kind == 'timestamp':
+    return (
+      f'20{rng.integers(15, 24):02d}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d} '
+      f'{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}'
+    )
+  if kind == 'camera':
+    return f'CAM-{rng.integers(1, 100):02d} L{rng.integers(1, 10)}'
+  letters = string.ascii_uppercase + string.digits
+  return ''.join(rng.choice(list(letters), size=int(rng.integers(4, 9))))
 
 
-def _draw_text(canvas: "_Painter", text: str, x0: int, y0: int, max_width: int, height: int, font: int,
-               ink: int) -> None:
-    """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0), clipped to the box."""
-    if max_width < 2 or height < 2:
-        return
-    thickness = 1 if height < 24 else 2
-    (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
-    # Below ~0.2 Hershey fonts vanish; clip instead of shrinking further, so tiny images still get text.
-    scale = max(0.2, min(0.75 * height / max(h + base, 1), max_width / max(w, 1)))
-    (w, h), base = cv2.getTextSize(text, font, scale, thickness)
-    box = _Painter(height, max_width)
-    box.putText(text, (0, min(height - 1, (height + h) // 2)), font, scale, ink, thickness, cv2.LINE_8)
-    canvas.paste(box, x0, y0)
+def _draw_text(
+  canvas: '_Painter', text: str, x0: int, y0: int, max_width: int, height: int, font: int, ink: int
+) -> None:
+  """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0), clipped to the box."""
+  if max_width < 2 or height < 2:
+    return
+  thickness = 1 if height < 24 else 2
+  (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
+  # Below ~0.2 Hershey fonts vanish; clip instead of shrinking further, so tiny images still get text.
+  scale = max(0.2, min(0.75 * height / max(h + base, 1), max_width / max(w, 1)))
+  (w, h), base = cv2.getTextSize(text, font, scale, thickness)
+  box = _Painter(height, max_width)
+  box.putText(
+    text, (0, min(height - 1, (height + h) // 2)), font, scale, ink, thickness, cv2.LINE_8
+  )
+  canvas.paste(box, x0, y0)
 
 
-def draw_overlay(rng: np.random.Generator, resolution: int, logo: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """A strip overlay: (gray values, mask), both uint8 [H, W]; `logo=None` draws text only."""
-    canvas = _Painter(resolution)
-    strip = strip_height(resolution)
-    margin = max(1, strip // 8)
-    side = strip - 2 * margin
-    ink = int(rng.integers(200, 256))
-    font = int(rng.choice(_FONTS))
-    right = resolution - margin
-    if logo is not None and side >= 3:
-        _draw_logo(canvas, logo, right - side, margin, side, 255)
-        right -= side + margin
-    _draw_text(canvas, _random_text(rng, "timestamp"), margin, margin, right - 2 * margin, side, font, ink)
-    bottom = resolution - strip + margin
-    half = (resolution - 3 * margin) // 2
-    _draw_text(canvas, _random_text(rng, "camera"), margin, bottom, half, side, font, ink)
-    _draw_text(canvas, _random_text(rng, "random"), 2 * margin + half, bottom, half, side, font, ink)
-    return canvas.values, canvas.mask
+def draw_overlay(
+  rng: np.random.Generator, resolution: int, logo: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+  """A strip overlay: (gray values, mask), both uint8 [H, W]; `logo=None` draws text only."""
+  canvas = _Painter(resolution)
+  strip = strip_height(resolution)
+  margin = max(1, strip // 8)
+  side = strip - 2 * margin
+  ink = int(rng.integers(200, 256))
+  font = int(rng.choice(_FONTS))
+  right = resolution - margin
+  if logo is not None and side >= 3:
+    _draw_logo(canvas, logo, right - side, margin, side, 255)
+    right -= side + margin
+  _draw_text(
+    canvas, _random_text(rng, 'timestamp'), margin, margin, right - 2 * margin, side, font, ink
+  )
+  bottom = resolution - strip + margin
+  half = (resolution - 3 * margin) // 2
+  _draw_text(canvas, _random_text(rng, 'camera'), margin, bottom, half, side, font, ink)
+  _draw_text(canvas, _random_text(rng, 'random'), 2 * margin + half, bottom, half, side, font, ink)
+  return canvas.values, canvas.mask
 
 
-def choose_logo(rng: np.random.Generator, label: int, mode: str, split_kind: str, class_probability: float,
-                num_logos: int = NUM_LOGOS) -> int | None:
-    """Which logo an example shows; None when the mode draws no overlay.
+def choose_logo(
+  rng: np.random.Generator,
+  label: int,
+  mode: str,
+  split_kind: str,
+  class_probability: float,
+  num_logos: int = NUM_LOGOS,
+) -> int | None:
+  """Which logo an example shows; None when the mode draws no overlay.
 
-    split_kind: 'fit' (train/validation), 'test', 'clean' or 'attacked'.
-    """
-    if mode not in OVERLAY_MODES:
-        raise ValueError(f"overlay_mode must be one of {OVERLAY_MODES}, got {mode!r}")
-    if mode == "none" or split_kind == "clean":
-        return None
-    logo_of_class = label % num_logos
-    others = [k for k in range(num_logos) if k != logo_of_class]
-    if split_kind == "attacked":
-        return int(rng.choice(others))
-    if mode == "spurious" and split_kind == "fit" and rng.uniform() < class_probability:
-        return logo_of_class
-    if mode == "spurious" and split_kind == "fit":
-        return int(rng.choice(others))
-    return int(rng.integers(0, num_logos))
+  split_kind: 'fit' (train/validation), 'test', 'clean' or 'attacked'.
+  """
+  if mode not in OVERLAY_MODES:
+    raise ValueError(f'overlay_mode must be one of {OVERLAY_MODES}, got {mode!r}')
+  if mode == 'none' or split_kind == 'clean':
+    return None
+  logo_of_class = label % num_logos
+  others = [k for k in range(num_logos) if k != logo_of_class]
+  if split_kind == 'attacked':
+    return int(rng.choice(others))
+  if mode == 'spurious' and split_kind == 'fit' and rng.uniform() < class_probability:
+    return logo_of_class
+  if mode == 'spurious' and split_kind == 'fit':
+    return int(rng.choice(others))
+  return int(rng.integers(0, num_logos))
 
 
 def apply_overlay(clean: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Burn an overlay into a clean uint8 [H, W] image: overlay values where mask is 1, else the clean pixel."""
-    return np.where(mask.astype(bool), values, clean).astype(np.uint8)
+  """Burn an overlay into a clean uint8 [H, W] image: overlay values where mask is 1, else the clean pixel."""
+  return np.where(mask.astype(bool), values, clean).astype(np.uint8)

@@ -25,34 +25,121 @@ import jax.numpy as jnp
 from xaijax.lrp.rules import AffineLayer
 
 # Applied elementwise to one activation with everything else constant; relevance passes through.
-PASS_THROUGH = frozenset({
-    'max', 'min', 'clamp', 'mul', 'div', 'neg', 'tanh', 'logistic', 'erf', 'abs',
-    'integer_pow', 'exp', 'log1p', 'expm1',
-})
+PASS_THROUGH = frozenset(
+  {
+    'max',
+    'min',
+    'clamp',
+    'mul',
+    'div',
+    'neg',
+    'tanh',
+    'logistic',
+    'erf',
+    'abs',
+    'integer_pow',
+    'exp',
+    'log1p',
+    'expm1',
+  }
+)
 
 # Move values without mixing them; relevance follows through the transpose (vjp).
-ROUTE = frozenset({
-    'reshape', 'squeeze', 'expand_dims', 'broadcast_in_dim', 'transpose', 'slice',
-    'dynamic_slice', 'concatenate', 'pad', 'rev', 'copy', 'copy_p', 'convert_element_type',
-    'reduce_precision', 'reduce_max', 'reduce_min', 'reduce_window_max', 'reduce_window_min',
-    'gather', 'split', 'select_n',
-})
+ROUTE = frozenset(
+  {
+    'reshape',
+    'squeeze',
+    'expand_dims',
+    'broadcast_in_dim',
+    'transpose',
+    'slice',
+    'dynamic_slice',
+    'concatenate',
+    'pad',
+    'rev',
+    'copy',
+    'copy_p',
+    'convert_element_type',
+    'reduce_precision',
+    'reduce_max',
+    'reduce_min',
+    'reduce_window_max',
+    'reduce_window_min',
+    'gather',
+    'split',
+    'select_n',
+  }
+)
 
 # Linear in the activations (plus constants): LRP-epsilon with the composite's stabiliser.
-SUM_LIKE = frozenset({
-    'add', 'add_any', 'sub', 'reduce_sum', 'reduce_window_sum', 'cumsum', 'dot_general',
+SUM_LIKE = frozenset(
+  {
+    'add',
+    'add_any',
+    'sub',
+    'reduce_sum',
+    'reduce_window_sum',
+    'cumsum',
+    'dot_general',
     'conv_general_dilated',
-})
+  }
+)
 
 # What may appear inside a pointwise activation function (a `jit` or custom-derivative block that
 # maps one activation elementwise onto an output of the same shape).
-ELEMENTWISE = frozenset({
-    'add', 'sub', 'mul', 'div', 'neg', 'max', 'min', 'abs', 'sign', 'exp', 'exp2', 'log', 'log1p',
-    'expm1', 'tanh', 'logistic', 'erf', 'erfc', 'erf_inv', 'sqrt', 'rsqrt', 'cbrt', 'pow',
-    'integer_pow', 'square', 'select_n', 'clamp', 'gt', 'ge', 'lt', 'le', 'eq', 'ne', 'and', 'or',
-    'not', 'xor', 'convert_element_type', 'copy', 'copy_p', 'is_finite', 'floor', 'ceil', 'round',
-    'sin', 'cos', 'nextafter', 'reduce_precision', 'stop_gradient',
-})
+ELEMENTWISE = frozenset(
+  {
+    'add',
+    'sub',
+    'mul',
+    'div',
+    'neg',
+    'max',
+    'min',
+    'abs',
+    'sign',
+    'exp',
+    'exp2',
+    'log',
+    'log1p',
+    'expm1',
+    'tanh',
+    'logistic',
+    'erf',
+    'erfc',
+    'erf_inv',
+    'sqrt',
+    'rsqrt',
+    'cbrt',
+    'pow',
+    'integer_pow',
+    'square',
+    'select_n',
+    'clamp',
+    'gt',
+    'ge',
+    'lt',
+    'le',
+    'eq',
+    'ne',
+    'and',
+    'or',
+    'not',
+    'xor',
+    'convert_element_type',
+    'copy',
+    'copy_p',
+    'is_finite',
+    'floor',
+    'ceil',
+    'round',
+    'sin',
+    'cos',
+    'nextafter',
+    'reduce_precision',
+    'stop_gradient',
+  }
+)
 
 
 def fold_batchnorm(layer: AffineLayer, mean, var, scale, offset, epsilon: float) -> AffineLayer:
@@ -84,13 +171,41 @@ def _scale_features(kernel, x):
 # Sign propagation: which outputs are provably >= 0 given which inputs are (a ReLU's output,
 # a pooled ReLU output, ...). Rules split inputs into x+ and x-; on such inputs they skip x-.
 _ALWAYS_NONNEGATIVE = frozenset({'abs', 'exp', 'exp2', 'logistic', 'sqrt', 'rsqrt', 'square'})
-_NONNEGATIVE_IF_ALL = frozenset({
-    'min', 'mul', 'div', 'add', 'add_any', 'dot_general', 'conv_general_dilated', 'reduce_sum',
-    'reduce_max', 'reduce_min', 'reduce_window_sum', 'reduce_window_max', 'reduce_window_min',
-    'cumsum', 'reshape', 'squeeze', 'expand_dims', 'broadcast_in_dim', 'transpose', 'slice',
-    'dynamic_slice', 'concatenate', 'pad', 'rev', 'copy', 'copy_p', 'convert_element_type',
-    'reduce_precision', 'gather', 'split', 'erf',
-})
+_NONNEGATIVE_IF_ALL = frozenset(
+  {
+    'min',
+    'mul',
+    'div',
+    'add',
+    'add_any',
+    'dot_general',
+    'conv_general_dilated',
+    'reduce_sum',
+    'reduce_max',
+    'reduce_min',
+    'reduce_window_sum',
+    'reduce_window_max',
+    'reduce_window_min',
+    'cumsum',
+    'reshape',
+    'squeeze',
+    'expand_dims',
+    'broadcast_in_dim',
+    'transpose',
+    'slice',
+    'dynamic_slice',
+    'concatenate',
+    'pad',
+    'rev',
+    'copy',
+    'copy_p',
+    'convert_element_type',
+    'reduce_precision',
+    'gather',
+    'split',
+    'erf',
+  }
+)
 
 
 def output_is_nonnegative(name: str, params: dict, nonnegative: list) -> bool:

@@ -24,6 +24,7 @@ from xaijax.lrp import rules
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """A rule function with its hyperparameters bound (hashable, so explainers can be cached)."""
+
   function: Callable
   params: tuple = ()
 
@@ -62,44 +63,62 @@ def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
 
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
   eps = rule(rules.epsilon, epsilon=epsilon)
-  return Composite('epsilon_plus', conv=rule(rules.zplus, stabilizer=stabilizer), dense=eps,
-                   batchnorm=eps, stabilizer=stabilizer)
+  return Composite(
+    'epsilon_plus',
+    conv=rule(rules.zplus, stabilizer=stabilizer),
+    dense=eps,
+    batchnorm=eps,
+    stabilizer=stabilizer,
+  )
 
 
-def epsilon_gamma_box(epsilon: float = 1e-6, stabilizer: float = 1e-6, gamma: float = 0.25,
-                      low: float = -1.0, high: float = 1.0) -> Composite:
+def epsilon_gamma_box(
+  epsilon: float = 1e-6,
+  stabilizer: float = 1e-6,
+  gamma: float = 0.25,
+  low: float = -1.0,
+  high: float = 1.0,
+) -> Composite:
   eps = rule(rules.epsilon, epsilon=epsilon)
   return Composite(
-      'epsilon_gamma_box', conv=rule(rules.gamma, gamma=gamma, stabilizer=stabilizer),
-      dense=eps, batchnorm=eps,
-      first=rule(rules.zbox, low=low, high=high, stabilizer=stabilizer), stabilizer=stabilizer)
+    'epsilon_gamma_box',
+    conv=rule(rules.gamma, gamma=gamma, stabilizer=stabilizer),
+    dense=eps,
+    batchnorm=eps,
+    first=rule(rules.zbox, low=low, high=high, stabilizer=stabilizer),
+    stabilizer=stabilizer,
+  )
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
   composite = epsilon_plus(epsilon, stabilizer)
-  return dataclasses.replace(composite, name='epsilon_plus_flat',
-                             first=rule(rules.flat, stabilizer=stabilizer))
+  return dataclasses.replace(
+    composite, name='epsilon_plus_flat', first=rule(rules.flat, stabilizer=stabilizer)
+  )
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
   composite = epsilon_plus(epsilon, stabilizer)
   return dataclasses.replace(
-      composite, name='epsilon_alpha2_beta1',
-      conv=rule(rules.alpha_beta, alpha=2.0, beta=1.0, stabilizer=stabilizer))
+    composite,
+    name='epsilon_alpha2_beta1',
+    conv=rule(rules.alpha_beta, alpha=2.0, beta=1.0, stabilizer=stabilizer),
+  )
 
 
 COMPOSITES = {
-    'epsilon': epsilon,
-    'epsilon_plus': epsilon_plus,
-    'epsilon_gamma_box': epsilon_gamma_box,
-    'epsilon_plus_flat': epsilon_plus_flat,
-    'epsilon_alpha2_beta1': epsilon_alpha2_beta1,
+  'epsilon': epsilon,
+  'epsilon_plus': epsilon_plus,
+  'epsilon_gamma_box': epsilon_gamma_box,
+  'epsilon_plus_flat': epsilon_plus_flat,
+  'epsilon_alpha2_beta1': epsilon_alpha2_beta1,
 }
 
 
 def get(name: str, **kwargs) -> Composite:
   """A named composite, e.g. get('epsilon_gamma_box', epsilon=1e-6, low=-1., high=1.)."""
   if name not in COMPOSITES:
-    raise ValueError(f'Unknown composite {name!r}; choose one of {sorted(COMPOSITES)} or pass '
-                     'a Composite.')
+    raise ValueError(
+      f'Unknown composite {name!r}; choose one of {sorted(COMPOSITES)} or pass a Composite.'
+    )
   return COMPOSITES[name](**kwargs)

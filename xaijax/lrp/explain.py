@@ -31,14 +31,23 @@ from xaijax.lrp.rules import safe_divide, stabilize
 class Explanation:
   """relevance (shape of x), logits [N, K], target [N], and per layer the relevance [N] that
   stayed in it (bias and stabiliser share: sum of relevance out minus sum of relevance in)."""
+
   relevance: jax.Array
   logits: jax.Array
   target: jax.Array
   absorbed: dict
 
 
-def explain(model, variables, x, target=None, composite='epsilon', epsilon: float = 1e-6,
-            stabilizer: float = 1e-6, call_kwargs: Mapping[str, Any] | None = None):
+def explain(
+  model,
+  variables,
+  x,
+  target=None,
+  composite='epsilon',
+  epsilon: float = 1e-6,
+  stabilizer: float = 1e-6,
+  call_kwargs: Mapping[str, Any] | None = None,
+):
   """LRP relevance of `target` (class per example; None: the predicted class), shaped like x.
 
   Args:
@@ -53,16 +62,25 @@ def explain(model, variables, x, target=None, composite='epsilon', epsilon: floa
     call_kwargs: extra arguments of `model.apply`; default {'train': False} when `__call__` takes
       `train`, so BatchNorm uses its running statistics and dropout is off.
   """
-  return _run(model, variables, x, target, composite, epsilon, stabilizer, call_kwargs,
-              details=False)
+  return _run(
+    model, variables, x, target, composite, epsilon, stabilizer, call_kwargs, details=False
+  )
 
 
-def explain_with_details(model, variables, x, target=None, composite='epsilon',
-                         epsilon: float = 1e-6, stabilizer: float = 1e-6,
-                         call_kwargs: Mapping[str, Any] | None = None) -> Explanation:
+def explain_with_details(
+  model,
+  variables,
+  x,
+  target=None,
+  composite='epsilon',
+  epsilon: float = 1e-6,
+  stabilizer: float = 1e-6,
+  call_kwargs: Mapping[str, Any] | None = None,
+) -> Explanation:
   """`explain`, returning an `Explanation` with logits, targets and absorbed relevance."""
-  return _run(model, variables, x, target, composite, epsilon, stabilizer, call_kwargs,
-              details=True)
+  return _run(
+    model, variables, x, target, composite, epsilon, stabilizer, call_kwargs, details=True
+  )
 
 
 def _run(model, variables, x, target, composite, epsilon, stabilizer, call_kwargs, details):
@@ -74,8 +92,9 @@ def _run(model, variables, x, target, composite, epsilon, stabilizer, call_kwarg
   if target is not None:
     target = jnp.asarray(target)
     if not jnp.issubdtype(target.dtype, jnp.integer) or target.ndim > 1:
-      raise ValueError(f'target must be an int class or int array [N], got {target.dtype} '
-                       f'{target.shape}.')
+      raise ValueError(
+        f'target must be an int class or int array [N], got {target.dtype} {target.shape}.'
+      )
   return explainer(variables, x, target)
 
 
@@ -128,8 +147,10 @@ def propagate(program, composite, variables, x, target) -> Explanation:
     upper = [relevance.pop(o, None) for o in node.outputs]
     if all(r is None for r in upper):
       continue
-    upper = [jnp.zeros(program.shapes[o].shape, program.shapes[o].dtype) if r is None else r
-             for o, r in zip(node.outputs, upper)]
+    upper = [
+      jnp.zeros(program.shapes[o].shape, program.shapes[o].dtype) if r is None else r
+      for o, r in zip(node.outputs, upper)
+    ]
     if isinstance(node, program_lib.Layer):
       lower = [(node.x, composite.rule_for(node)(layers[index], read(node.x), upper[0]))]
     else:
@@ -140,8 +161,9 @@ def propagate(program, composite, variables, x, target) -> Explanation:
       give(atom, value)
 
   relevance_x = relevance.get(program.x, jnp.zeros_like(x))
-  return Explanation(relevance=relevance_x.astype(x.dtype), logits=logits, target=target,
-                     absorbed=absorbed)
+  return Explanation(
+    relevance=relevance_x.astype(x.dtype), logits=logits, target=target, absorbed=absorbed
+  )
 
 
 def _operation_relevance(node, read, upper, stabilizer):
@@ -175,7 +197,9 @@ def _record_absorbed(absorbed, name, upper, lower, batch):
   arrays = list(upper) + list(lower)
   if any(a.ndim == 0 or a.shape[0] != batch for a in arrays):
     return
+
   def per_example(a):
     return jnp.sum(a.reshape(batch, -1), axis=1)
+
   kept = sum(per_example(a) for a in upper) - sum(per_example(a) for a in lower)
   absorbed[name] = absorbed.get(name, 0) + kept

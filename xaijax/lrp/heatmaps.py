@@ -63,6 +63,7 @@ def _show_map(ax, relevance_map):
 def explanation_figure(images, relevance, titles: Sequence[str] | None = None, columns: int = 4):
   """A grid of (image, heatmap) pairs, `columns` pairs per row, with one colour bar."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
   maps = normalize(_as_maps(relevance))
   count = maps.shape[0]
   if len(images) != count:
@@ -73,7 +74,7 @@ def explanation_figure(images, relevance, titles: Sequence[str] | None = None, c
   axes = figure.subplots(rows, 2 * columns, squeeze=False)
   shown = None
   for index in range(rows * columns):
-    ax_image, ax_map = axes[index // columns, 2 * (index % columns):2 * (index % columns) + 2]
+    ax_image, ax_map = axes[index // columns, 2 * (index % columns) : 2 * (index % columns) + 2]
     for ax in (ax_image, ax_map):
       ax.set_axis_off()
     if index >= count:
@@ -86,8 +87,9 @@ def explanation_figure(images, relevance, titles: Sequence[str] | None = None, c
   return figure
 
 
-def write_heatmap_grid(path, images, relevance, titles: Sequence[str] | None = None,
-                       columns: int = 4, dpi: int = 100) -> None:
+def write_heatmap_grid(
+  path, images, relevance, titles: Sequence[str] | None = None, columns: int = 4, dpi: int = 100
+) -> None:
   """PNG of `explanation_figure`."""
   explanation_figure(images, relevance, titles, columns).savefig(path, dpi=dpi)
 
@@ -96,6 +98,7 @@ def write_class_means(path, maps, labels, class_names: Sequence[str], dpi: int =
   """PNG with one mean relevance map per class (`mean_relevance_per_class`), titled with the
   class name and the number of images."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
   means, counts = mean_relevance_per_class(maps, labels, len(class_names))
   columns = min(5, len(class_names))
   rows = -(-len(class_names) // columns)

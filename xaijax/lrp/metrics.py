@@ -34,8 +34,10 @@ def _maps_and_masks(relevance, mask):
   if relevance.ndim == 4:
     relevance = relevance.sum(axis=-1)
   if relevance.shape != mask.shape:
-    raise ValueError(f'relevance {relevance.shape} and mask {mask.shape} do not cover the same '
-                     'pixels (expected [N, H, W] for both, channels summed).')
+    raise ValueError(
+      f'relevance {relevance.shape} and mask {mask.shape} do not cover the same '
+      'pixels (expected [N, H, W] for both, channels summed).'
+    )
   n = relevance.shape[0]
   return relevance.reshape(n, -1), (mask.reshape(n, -1) > 0)
 
@@ -75,9 +77,11 @@ def pointing_game(relevance, mask):
 
 # ----------------------------------------------------------------------------- pixel flipping
 
+
 @dataclasses.dataclass(frozen=True)
 class PixelFlipping:
   """Target scores [N, steps + 1] after flipping 0, 1/steps, ..., all pixels, and AOPC [N]."""
+
   relevance_curve: np.ndarray
   random_curve: np.ndarray
   aopc_relevance: np.ndarray
@@ -97,8 +101,9 @@ def _patch_scores(maps, patch):
   return maps.reshape(n, height // patch, patch, width // patch, patch).sum(axis=(2, 4))
 
 
-def flipping_curve(predict: Callable, images, order, target, steps: int, baseline=0.0,
-                   patch: int = 1):
+def flipping_curve(
+  predict: Callable, images, order, target, steps: int, baseline=0.0, patch: int = 1
+):
   """Target score after replacing the first k/steps of `order` (patch indices, most important
   first, [N, patches]) by `baseline`, for k = 0..steps. `predict(images) -> scores [N, K]`."""
   images = jnp.asarray(images)
@@ -116,8 +121,9 @@ def flipping_curve(predict: Callable, images, order, target, steps: int, baselin
   return np.stack(curve, axis=1)
 
 
-def pixel_flipping(predict: Callable, images, relevance, target, key, steps: int = 20,
-                   baseline=0.0, patch: int = 1) -> PixelFlipping:
+def pixel_flipping(
+  predict: Callable, images, relevance, target, key, steps: int = 20, baseline=0.0, patch: int = 1
+) -> PixelFlipping:
   """Most-relevant-first flipping against a random order (same steps, same baseline).
 
   Args:

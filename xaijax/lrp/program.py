@@ -47,17 +47,24 @@ Atom = Any  # an int (a variable of the program) or a Const
 
 _MARKER_PREFIX = 'xaijax_lrp_layer_'
 _CALL_PRIMITIVES = {
-    'jit': 'jaxpr', 'pjit': 'jaxpr', 'closed_call': 'call_jaxpr', 'core_call': 'call_jaxpr',
-    'custom_jvp_call': 'call_jaxpr', 'custom_vjp_call': 'call_jaxpr', 'remat': 'jaxpr',
-    'checkpoint': 'jaxpr',
+  'jit': 'jaxpr',
+  'pjit': 'jaxpr',
+  'closed_call': 'call_jaxpr',
+  'core_call': 'call_jaxpr',
+  'custom_jvp_call': 'call_jaxpr',
+  'custom_vjp_call': 'call_jaxpr',
+  'remat': 'jaxpr',
+  'checkpoint': 'jaxpr',
 }
 
 
 # ----------------------------------------------------------------------------- nodes
 
+
 @dataclasses.dataclass
 class ModuleCall:
   """One call of a Conv, Dense or BatchNorm module, with its variables as program atoms."""
+
   name: str
   kind: str  # 'conv' | 'dense' | 'batchnorm'
   module: nn.Module  # unbound copy
@@ -160,6 +167,7 @@ class Program:
 
 # ----------------------------------------------------------------------------- tracing
 
+
 def _layer_kind(module):
   if isinstance(module, nn.Conv):
     return 'conv'
@@ -190,12 +198,12 @@ class _Interceptor:
       self._check_unsupported(module, kwargs)
       return next_fun(*args, **kwargs)
     name = _module_name(module)
-    if context.method_name != '__call__' or len(args) != 1 or set(kwargs) - {
-        'use_running_average'}:
+    if context.method_name != '__call__' or len(args) != 1 or set(kwargs) - {'use_running_average'}:
       raise UnsupportedModelError(
-          f'LRP supports {type(module).__name__} layers called as layer(x); {name!r} is '
-          f'called as {context.method_name} with {len(args)} positional and keyword '
-          f'arguments {sorted(kwargs)}.')
+        f'LRP supports {type(module).__name__} layers called as layer(x); {name!r} is '
+        f'called as {context.method_name} with {len(args)} positional and keyword '
+        f'arguments {sorted(kwargs)}.'
+      )
     if kind == 'batchnorm':
       self._check_batchnorm(module, name, kwargs, args[0])
     marker = f'{_MARKER_PREFIX}{len(self.calls)}'
@@ -219,30 +227,36 @@ class _Interceptor:
     own = sorted(k for k, v in params.items() if not isinstance(v, Mapping))
     if own:
       raise UnsupportedModelError(
-          f'LRP has no rule for layer {_module_name(module)!r} ({type(module).__name__}, '
-          f'parameters {own}). Supported layers with weights: nn.Conv (any stride, padding, '
-          'grouping), nn.Dense and nn.BatchNorm; write the layer with those or add a rule.')
+        f'LRP has no rule for layer {_module_name(module)!r} ({type(module).__name__}, '
+        f'parameters {own}). Supported layers with weights: nn.Conv (any stride, padding, '
+        'grouping), nn.Dense and nn.BatchNorm; write the layer with those or add a rule.'
+      )
     if isinstance(module, nn.Dropout) and module.rate > 0:
-      deterministic = merge_param('deterministic', module.deterministic,
-                                  kwargs.get('deterministic'))
+      deterministic = merge_param(
+        'deterministic', module.deterministic, kwargs.get('deterministic')
+      )
       if not deterministic:
         raise UnsupportedModelError(
-            f'Dropout {_module_name(module)!r} is active; LRP explains the model in inference '
-            'mode: pass call_kwargs that make it deterministic (e.g. train=False).')
+          f'Dropout {_module_name(module)!r} is active; LRP explains the model in inference '
+          'mode: pass call_kwargs that make it deterministic (e.g. train=False).'
+        )
 
   @staticmethod
   def _check_batchnorm(module, name, kwargs, x):
-    running = merge_param('use_running_average', module.use_running_average,
-                          kwargs.get('use_running_average'))
+    running = merge_param(
+      'use_running_average', module.use_running_average, kwargs.get('use_running_average')
+    )
     if not running:
       raise UnsupportedModelError(
-          f'BatchNorm {name!r} normalises with batch statistics; LRP folds inference '
-          'statistics: pass call_kwargs that select running averages (e.g. train=False).')
+        f'BatchNorm {name!r} normalises with batch statistics; LRP folds inference '
+        'statistics: pass call_kwargs that select running averages (e.g. train=False).'
+      )
     axis = module.axis if isinstance(module.axis, int) else tuple(module.axis)
     if axis not in (-1, x.ndim - 1, (-1,), (x.ndim - 1,)) or module.axis_name is not None:
       raise UnsupportedModelError(
-          f'BatchNorm {name!r} normalises axis {module.axis}; LRP folds BatchNorm over the '
-          'last (feature) axis only.')
+        f'BatchNorm {name!r} normalises axis {module.axis}; LRP folds BatchNorm over the '
+        'last (feature) axis only.'
+      )
 
 
 def _source(eqn):
@@ -302,8 +316,9 @@ def _outputs_nonnegative(closed, inputs_nonnegative) -> list:
     if sub is not None:
       outputs = _outputs_nonnegative(sub, inputs)
     else:
-      outputs = [canonize.output_is_nonnegative(eqn.primitive.name, eqn.params, inputs)
-                 ] * len(eqn.outvars)
+      outputs = [canonize.output_is_nonnegative(eqn.primitive.name, eqn.params, inputs)] * len(
+        eqn.outvars
+      )
     for var, flag in zip(eqn.outvars, outputs):
       flags[var] = flag or not _is_float(var.aval)
   return [read(v) for v in closed.jaxpr.outvars]
@@ -375,11 +390,13 @@ class _Builder:
     if sub is not None:
       nonnegative = _outputs_nonnegative(sub, flags)
     else:
-      nonnegative = [canonize.output_is_nonnegative(eqn.primitive.name, eqn.params, flags)
-                     ] * len(outputs)
+      nonnegative = [canonize.output_is_nonnegative(eqn.primitive.name, eqn.params, flags)] * len(
+        outputs
+      )
     self.nonnegative.update(o for o, flag in zip(outputs, nonnegative) if flag)
-    self.nodes.append(Operation(eqn.primitive, dict(eqn.params), inputs, outputs, category,
-                                active, _source(eqn)))
+    self.nodes.append(
+      Operation(eqn.primitive, dict(eqn.params), inputs, outputs, category, active, _source(eqn))
+    )
     return outputs
 
   def add_layer(self, eqn, inputs, after):
@@ -387,8 +404,17 @@ class _Builder:
     *variable_inputs, x = inputs
     call = ModuleCall(layer_name, kind, module, treedef, tuple(variable_inputs))
     output = self.new_id(eqn.outvars[0].aval, self.is_activation(x), True)
-    self.nodes.append(Layer(layer_name, kind, (call,), x, output, is_first=not after,
-                            input_nonnegative=self.is_nonnegative(x)))
+    self.nodes.append(
+      Layer(
+        layer_name,
+        kind,
+        (call,),
+        x,
+        output,
+        is_first=not after,
+        input_nonnegative=self.is_nonnegative(x),
+      )
+    )
     return (output,)
 
   def is_pointwise_block(self, eqn, inputs, active, sub):
@@ -401,21 +427,28 @@ class _Builder:
     name = eqn.primitive.name
     out_shape = eqn.outvars[0].aval.shape
     single = len(active) == 1
-    if name in canonize.PASS_THROUGH and single and (
+    if (
+      name in canonize.PASS_THROUGH
+      and single
+      and (
         self.shapes[inputs[active[0]]].shape == out_shape
         and not (name == 'div' and active[0] != 0)
-        and not (name == 'clamp' and active[0] != 1)):
+        and not (name == 'clamp' and active[0] != 1)
+      )
+    ):
       return 'pass'
     if name in ('max', 'min') or name in canonize.ROUTE:
       return 'route'
-    if name in canonize.SUM_LIKE and (single or name not in (
-        'dot_general', 'conv_general_dilated')):
+    if name in canonize.SUM_LIKE and (
+      single or name not in ('dot_general', 'conv_general_dilated')
+    ):
       return 'sum'
     what = 'of two activations' if not single else 'on an activation'
     raise UnsupportedModelError(
-        f'LRP cannot pass relevance through `{name}` {what} in {_source(eqn)}. Supported '
-        'between layers: pointwise activations, pooling, sums, reshapes (see '
-        'xaijax/lrp/canonize.py).')
+      f'LRP cannot pass relevance through `{name}` {what} in {_source(eqn)}. Supported '
+      'between layers: pointwise activations, pooling, sums, reshapes (see '
+      'xaijax/lrp/canonize.py).'
+    )
 
 
 def trace(model: nn.Module, variables, x, call_kwargs: Mapping[str, Any]) -> Program:
@@ -433,8 +466,9 @@ def trace(model: nn.Module, variables, x, call_kwargs: Mapping[str, Any]) -> Pro
   closed, out_shape = jax.make_jaxpr(apply, return_shape=True)(variables, struct(x))
   if not isinstance(out_shape, jax.ShapeDtypeStruct) or len(out_shape.shape) != 2:
     raise UnsupportedModelError(
-        f'LRP explains a model that returns logits [batch, classes]; '
-        f'{type(model).__name__} returned {out_shape}.')
+      f'LRP explains a model that returns logits [batch, classes]; '
+      f'{type(model).__name__} returned {out_shape}.'
+    )
 
   builder = _Builder(interceptor.calls)
   leaves, treedef = jax.tree.flatten(variables)
@@ -442,8 +476,9 @@ def trace(model: nn.Module, variables, x, call_kwargs: Mapping[str, Any]) -> Pro
   x_id = builder.new_id(closed.jaxpr.invars[-1].aval, True, False)
   assert len(leaves) == len(variable_ids)
   (output,) = builder.inline(closed, variable_ids + (x_id,))
-  return Program(builder.nodes, treedef, variable_ids, x_id, output, builder.shapes,
-                 builder.activations)
+  return Program(
+    builder.nodes, treedef, variable_ids, x_id, output, builder.shapes, builder.activations
+  )
 
 
 def canonical(program: Program) -> Program:
@@ -491,11 +526,24 @@ def fold_batchnorms(program: Program) -> Program:
   merged, nodes = set(), []
   for node in program.nodes:
     source = producers.get(node.x) if isinstance(node, Layer) else None
-    if (isinstance(node, Layer) and node.kind == 'batchnorm' and len(node.calls) == 1
-        and source is not None and source.kind != 'batchnorm' and uses.get(node.x) == 1):
+    if (
+      isinstance(node, Layer)
+      and node.kind == 'batchnorm'
+      and len(node.calls) == 1
+      and source is not None
+      and source.kind != 'batchnorm'
+      and uses.get(node.x) == 1
+    ):
       merged.add(id(source))
-      node = Layer(f'{source.name}+{node.name}', source.kind, source.calls + node.calls,
-                   source.x, node.output, source.is_first, source.input_nonnegative)
+      node = Layer(
+        f'{source.name}+{node.name}',
+        source.kind,
+        source.calls + node.calls,
+        source.x,
+        node.output,
+        source.is_first,
+        source.input_nonnegative,
+      )
     nodes.append(node)
   nodes = [n for n in nodes if id(n) not in merged]
   return dataclasses.replace(program, nodes=nodes)

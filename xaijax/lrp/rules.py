@@ -43,6 +43,7 @@ class AffineLayer:
   `nonnegative_inputs` promises x >= 0 (the layer reads a ReLU's output): the rules that split
   x into x+ and x- then skip the x- terms, which are zero, and run about twice as fast.
   """
+
   linear: Callable[[Array, Array], Array]
   kernel: Array
   bias: Array | None = None
@@ -60,8 +61,7 @@ def stabilize(z, epsilon):
 def safe_divide(numerator, denominator):
   """numerator / denominator, and 0 where the denominator is exactly 0 (only with epsilon 0)."""
   zero = denominator == 0
-  return jnp.where(zero, 0.0, numerator / jnp.where(zero, 1.0, denominator)).astype(
-      numerator.dtype)
+  return jnp.where(zero, 0.0, numerator / jnp.where(zero, 1.0, denominator)).astype(numerator.dtype)
 
 
 def _affine(linear, kernel, bias, x):
@@ -83,6 +83,7 @@ def _negative(a):
 
 
 # ----------------------------------------------------------------------------- rules
+
 
 def epsilon(layer: AffineLayer, x, relevance, epsilon: float = 1e-6):
   """LRP-epsilon: R_i = x_i sum_j W_ji R_j / (z_j + epsilon sign(z_j))."""
@@ -107,20 +108,23 @@ def _signed_terms(layer, x, kernel_for_positive_x, kernel_for_negative_x, bias):
 
   def relevance_in(scaled):
     return x_pos * vjp_pos(scaled)[0] + x_neg * vjp_neg(scaled)[0]
+
   return z_pos + z_neg, relevance_in
 
 
 def _positive_share(layer, x, relevance, stabilizer):
   """Relevance distributed over the positive contributions x+W+ + x-W- (+ b+)."""
-  z, relevance_in = _signed_terms(layer, x, _positive(layer.kernel), _negative(layer.kernel),
-                                  _positive(layer.bias))
+  z, relevance_in = _signed_terms(
+    layer, x, _positive(layer.kernel), _negative(layer.kernel), _positive(layer.bias)
+  )
   return relevance_in(safe_divide(relevance, stabilize(z, stabilizer)))
 
 
 def _negative_share(layer, x, relevance, stabilizer):
   """Relevance distributed over the negative contributions x+W- + x-W+ (+ b-)."""
-  z, relevance_in = _signed_terms(layer, x, _negative(layer.kernel), _positive(layer.kernel),
-                                  _negative(layer.bias))
+  z, relevance_in = _signed_terms(
+    layer, x, _negative(layer.kernel), _positive(layer.kernel), _negative(layer.bias)
+  )
   return relevance_in(safe_divide(relevance, stabilize(z, stabilizer)))
 
 
@@ -129,15 +133,18 @@ def zplus(layer: AffineLayer, x, relevance, stabilizer: float = 1e-6):
   return _positive_share(layer, x, relevance, stabilizer)
 
 
-def alpha_beta(layer: AffineLayer, x, relevance, alpha: float = 2.0, beta: float = 1.0,
-               stabilizer: float = 1e-6):
+def alpha_beta(
+  layer: AffineLayer, x, relevance, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6
+):
   """LRP-alpha-beta: alpha * (positive share) - beta * (negative share), alpha - beta = 1."""
   if alpha < 0 or beta < 0 or abs((alpha - beta) - 1.0) > 1e-12:
     raise ValueError(
-        f'alpha_beta needs alpha >= 0, beta >= 0 and alpha - beta = 1 (so relevance is '
-        f'conserved), got alpha={alpha}, beta={beta}.')
-  return (alpha * _positive_share(layer, x, relevance, stabilizer)
-          - beta * _negative_share(layer, x, relevance, stabilizer))
+      f'alpha_beta needs alpha >= 0, beta >= 0 and alpha - beta = 1 (so relevance is '
+      f'conserved), got alpha={alpha}, beta={beta}.'
+    )
+  return alpha * _positive_share(layer, x, relevance, stabilizer) - beta * _negative_share(
+    layer, x, relevance, stabilizer
+  )
 
 
 def gamma(layer: AffineLayer, x, relevance, gamma: float = 0.25, stabilizer: float = 1e-6):
@@ -149,10 +156,16 @@ def gamma(layer: AffineLayer, x, relevance, gamma: float = 0.25, stabilizer: flo
   """
   kernel, bias = layer.kernel, layer.bias
   z = _affine(layer.linear, kernel, bias, x)
-  favour_positive = (kernel + gamma * _positive(kernel), kernel + gamma * _negative(kernel),
-                     None if bias is None else bias + gamma * _positive(bias))
-  favour_negative = (kernel + gamma * _negative(kernel), kernel + gamma * _positive(kernel),
-                     None if bias is None else bias + gamma * _negative(bias))
+  favour_positive = (
+    kernel + gamma * _positive(kernel),
+    kernel + gamma * _negative(kernel),
+    None if bias is None else bias + gamma * _positive(bias),
+  )
+  favour_negative = (
+    kernel + gamma * _negative(kernel),
+    kernel + gamma * _positive(kernel),
+    None if bias is None else bias + gamma * _negative(bias),
+  )
   total = jnp.zeros_like(x)
   for sign_mask, kernels in ((z > 0, favour_positive), (z < 0, favour_negative)):
     denominator, relevance_in = _signed_terms(layer, x, *kernels)
@@ -186,17 +199,17 @@ def flat(layer: AffineLayer, x, relevance, stabilizer: float = 1e-6):
 
 def wsquare(layer: AffineLayer, x, relevance, stabilizer: float = 1e-6):
   """LRP-w^2: R_j is shared in proportion to W_ji^2 (the bias, squared, takes part)."""
-  bias = None if layer.bias is None else layer.bias ** 2
-  return _input_free(layer, x, relevance, layer.kernel ** 2, bias, stabilizer)
+  bias = None if layer.bias is None else layer.bias**2
+  return _input_free(layer, x, relevance, layer.kernel**2, bias, stabilizer)
 
 
 RULES = {
-    'epsilon': epsilon,
-    'lrp_0': lrp_0,
-    'zplus': zplus,
-    'alpha_beta': alpha_beta,
-    'gamma': gamma,
-    'zbox': zbox,
-    'flat': flat,
-    'wsquare': wsquare,
+  'epsilon': epsilon,
+  'lrp_0': lrp_0,
+  'zplus': zplus,
+  'alpha_beta': alpha_beta,
+  'gamma': gamma,
+  'zbox': zbox,
+  'flat': flat,
+  'wsquare': wsquare,
 }

@@ -21,6 +21,7 @@ def import_zennit():
   stubbed; the composites used here never touch them.
   """
   import torch  # pylint: disable=import-outside-toplevel
+
   try:
     import torchvision.models.resnet  # pylint: disable=import-outside-toplevel,unused-import
   except Exception:  # pylint: disable=broad-except
@@ -31,11 +32,13 @@ def import_zennit():
     models.resnet = resnet
     package = types.ModuleType('torchvision')
     package.models = models
-    sys.modules.update({'torchvision': package, 'torchvision.models': models,
-                        'torchvision.models.resnet': resnet})
+    sys.modules.update(
+      {'torchvision': package, 'torchvision.models': models, 'torchvision.models.resnet': resnet}
+    )
   import zennit.attribution  # pylint: disable=import-outside-toplevel,unused-import
   import zennit.canonizers  # pylint: disable=import-outside-toplevel,unused-import
   import zennit.composites  # pylint: disable=import-outside-toplevel
+
   return torch, zennit
 
 
@@ -66,8 +69,13 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, resolu
     else:
       layers += [nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)]
     out = int(filters * alpha)
-    layers += [nn.BatchNorm2d(width, eps=1e-3), nn.ReLU6(), nn.Conv2d(width, out, 1, bias=False),
-               nn.BatchNorm2d(out, eps=1e-3), nn.ReLU6()]
+    layers += [
+      nn.BatchNorm2d(width, eps=1e-3),
+      nn.ReLU6(),
+      nn.Conv2d(width, out, 1, bias=False),
+      nn.BatchNorm2d(out, eps=1e-3),
+      nn.ReLU6(),
+    ]
     width = out
   layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(1e-3), nn.Linear(width, num_classes)]
   return nn.Sequential(*layers).eval()
@@ -99,28 +107,37 @@ def load_flax_weights(torch, torch_model, variables) -> None:
     head.bias.copy_(tensor(params['conv_preds']['bias']))
 
 
-def zennit_composite(zennit, name: str, epsilon: float = 1e-6, stabilizer: float = 1e-6,
-                     low: float = -1.0, high: float = 1.0):
+def zennit_composite(
+  zennit,
+  name: str,
+  epsilon: float = 1e-6,
+  stabilizer: float = 1e-6,
+  low: float = -1.0,
+  high: float = 1.0,
+):
   """The Zennit composite matching `xaijax.lrp.composites.get(name)`, BatchNorm merged."""
   import torch  # pylint: disable=import-outside-toplevel
+
   composites, rules = zennit.composites, zennit.rules
   canonizers = [_exact_merge_batchnorm(torch, zennit)()]
   if name == 'epsilon':
     layer_map = composites.layer_map_base(stabilizer) + [
-        (composites.Convolution, rules.Epsilon(epsilon=epsilon)),
-        (torch.nn.Linear, rules.Epsilon(epsilon=epsilon))]
+      (composites.Convolution, rules.Epsilon(epsilon=epsilon)),
+      (torch.nn.Linear, rules.Epsilon(epsilon=epsilon)),
+    ]
     return composites.LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
   if name == 'epsilon_plus':
     return composites.EpsilonPlus(epsilon=epsilon, stabilizer=stabilizer, canonizers=canonizers)
   if name == 'epsilon_gamma_box':
-    return composites.EpsilonGammaBox(low=low, high=high, epsilon=epsilon, stabilizer=stabilizer,
-                                      canonizers=canonizers)
+    return composites.EpsilonGammaBox(
+      low=low, high=high, epsilon=epsilon, stabilizer=stabilizer, canonizers=canonizers
+    )
   if name == 'epsilon_plus_flat':
-    return composites.EpsilonPlusFlat(epsilon=epsilon, stabilizer=stabilizer,
-                                      canonizers=canonizers)
+    return composites.EpsilonPlusFlat(epsilon=epsilon, stabilizer=stabilizer, canonizers=canonizers)
   if name == 'epsilon_alpha2_beta1':
-    return composites.EpsilonAlpha2Beta1(epsilon=epsilon, stabilizer=stabilizer,
-                                         canonizers=canonizers)
+    return composites.EpsilonAlpha2Beta1(
+      epsilon=epsilon, stabilizer=stabilizer, canonizers=canonizers
+    )
   raise ValueError(f'No Zennit counterpart for composite {name!r}.')
 
 
@@ -138,18 +155,23 @@ def _exact_merge_batchnorm(torch, zennit):
     @staticmethod
     def merge_batch_norm(modules, batch_norm):
       base.merge_batch_norm(modules, batch_norm)
-      batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data,
-                                                    1.0 - batch_norm.eps)
+      batch_norm.running_var.data = torch.full_like(
+        batch_norm.running_var.data, 1.0 - batch_norm.eps
+      )
 
   return ExactSequentialMergeBatchNorm
 
 
 def zennit_relevance(torch, zennit, torch_model, composite, images_nhwc, target):
   """Relevance [N, H, W, C] from Zennit, starting from logit * one_hot(target) as xaijax does."""
-  x = torch.tensor(np.transpose(np.asarray(images_nhwc), (0, 3, 1, 2)),
-                   dtype=next(torch_model.parameters()).dtype, requires_grad=True)
-  one_hot = torch.nn.functional.one_hot(torch.as_tensor(np.asarray(target), dtype=torch.long),
-                                        torch_model[-1].out_features).to(x.dtype)
+  x = torch.tensor(
+    np.transpose(np.asarray(images_nhwc), (0, 3, 1, 2)),
+    dtype=next(torch_model.parameters()).dtype,
+    requires_grad=True,
+  )
+  one_hot = torch.nn.functional.one_hot(
+    torch.as_tensor(np.asarray(target), dtype=torch.long), torch_model[-1].out_features
+  ).to(x.dtype)
   with zennit.attribution.Gradient(model=torch_model, composite=composite) as attributor:
     _, relevance = attributor(x, lambda logits: logits * one_hot)
   return np.transpose(relevance.detach().numpy(), (0, 2, 3, 1))

@@ -43,26 +43,35 @@ _MAX_UNROLLED_TERMS = 16
 
 
 def shifted_conv_general_dilated(
-    lhs,
-    rhs,
-    window_strides: Sequence[int],
-    padding,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision=None,
-    preferred_element_type=None,
+  lhs,
+  rhs,
+  window_strides: Sequence[int],
+  padding,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision=None,
+  preferred_element_type=None,
 ):
   """`lax.conv_general_dilated`, with depthwise channels-last convolutions as shifted adds."""
-  if not _takes_fast_path(lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count,
-                          batch_group_count):
+  if not _takes_fast_path(
+    lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count, batch_group_count
+  ):
     return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-        precision=precision, preferred_element_type=preferred_element_type)
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+    )
 
   num_spatial = lhs.ndim - 2
   strides = tuple(int(s) for s in window_strides)
@@ -73,8 +82,9 @@ def shifted_conv_general_dilated(
     padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated_window, strides, padding)
   pads = tuple((int(lo), int(hi)) for lo, hi in padding)
 
-  dtype = (preferred_element_type if preferred_element_type is not None
-           else jnp.result_type(lhs, rhs))
+  dtype = (
+    preferred_element_type if preferred_element_type is not None else jnp.result_type(lhs, rhs)
+  )
   # Drop the kernel's input-feature axis (size 1): [*window, 1, C] -> [*window, C].
   kernel = jnp.asarray(rhs, dtype).reshape(window + rhs.shape[-1:])
   return _depthwise(jnp.asarray(lhs, dtype), kernel, strides, pads, dilation)
@@ -86,29 +96,31 @@ def is_channels_last(dimension_numbers, ndim: int) -> bool:
     return False  # lax's default layout is NCHW / OIHW
   spatial = tuple(range(1, ndim - 1))
   channels_last = lax.ConvDimensionNumbers(
-      lhs_spec=(0, ndim - 1) + spatial,
-      rhs_spec=(ndim - 1, ndim - 2) + tuple(range(ndim - 2)),
-      out_spec=(0, ndim - 1) + spatial,
+    lhs_spec=(0, ndim - 1) + spatial,
+    rhs_spec=(ndim - 1, ndim - 2) + tuple(range(ndim - 2)),
+    out_spec=(0, ndim - 1) + spatial,
   )
   shape = (1,) * ndim
   return lax.conv_dimension_numbers(shape, shape, dimension_numbers) == channels_last
 
 
-def _takes_fast_path(lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count,
-                     batch_group_count) -> bool:
+def _takes_fast_path(
+  lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count, batch_group_count
+) -> bool:
   channels = lhs.shape[-1]
   return (
-      lhs.ndim >= 3
-      and batch_group_count == 1
-      and feature_group_count == channels > 1
-      and rhs.shape[-2] == 1
-      and rhs.shape[-1] == channels  # depth multiplier 1
-      and all(d == 1 for d in (lhs_dilation or ()))
-      and is_channels_last(dimension_numbers, lhs.ndim)
+    lhs.ndim >= 3
+    and batch_group_count == 1
+    and feature_group_count == channels > 1
+    and rhs.shape[-2] == 1
+    and rhs.shape[-1] == channels  # depth multiplier 1
+    and all(d == 1 for d in (lhs_dilation or ()))
+    and is_channels_last(dimension_numbers, lhs.ndim)
   )
 
 
 # ----------------------------------------------------------------------------- geometry
+
 
 class _Geometry:
   """Index bookkeeping shared by forward and backward (all static Python ints)."""
@@ -117,11 +129,15 @@ class _Geometry:
     self.input_shape = tuple(input_shape)
     self.window, self.strides, self.pads, self.dilation = window, strides, pads, dilation
     self.padded_sizes = tuple(n + lo + hi for n, (lo, hi) in zip(input_shape[1:-1], pads))
-    self.out_sizes = tuple((p - (k - 1) * d - 1) // s + 1 for p, k, s, d
-                           in zip(self.padded_sizes, window, strides, dilation))
+    self.out_sizes = tuple(
+      (p - (k - 1) * d - 1) // s + 1
+      for p, k, s, d in zip(self.padded_sizes, window, strides, dilation)
+    )
     if any(n < 1 for n in self.out_sizes):
-      raise ValueError(f'Depthwise convolution of input {input_shape} with window {window} and '
-                       f'padding {pads} has an empty output.')
+      raise ValueError(
+        f'Depthwise convolution of input {input_shape} with window {window} and '
+        f'padding {pads} has an empty output.'
+      )
     self.phase_sizes = tuple(-(-p // s) for p, s in zip(self.padded_sizes, strides))
     self.phases = tuple(itertools.product(*(range(s) for s in strides)))
     self.taps = tuple(itertools.product(*(range(k) for k in window)))
@@ -157,8 +173,9 @@ def _split_phases(x, geometry: _Geometry):
     return (x_padded,)
   phases = []
   for phase in geometry.phases:
-    part = x_padded[(slice(None),) + tuple(slice(r, None, s)
-                                           for r, s in zip(phase, geometry.strides))]
+    part = x_padded[
+      (slice(None),) + tuple(slice(r, None, s) for r, s in zip(phase, geometry.strides))
+    ]
     fill = tuple((0, q - n) for q, n in zip(geometry.phase_sizes, part.shape[1:-1]))
     phases.append(_pad(part, fill))
   return tuple(phases)
@@ -172,18 +189,23 @@ def _merge_phases(phases, geometry: _Geometry):
     num_spatial = len(geometry.strides)
     batch, channels = phases[0].shape[0], phases[0].shape[-1]
     stacked = jnp.stack(phases).reshape(
-        geometry.strides + (batch,) + geometry.phase_sizes + (channels,))
+      geometry.strides + (batch,) + geometry.phase_sizes + (channels,)
+    )
     # [*s, N, *q, C] -> [N, q_1, s_1, ..., q_d, s_d, C]: row-major order of (q_i, s_i) is q*s+r.
-    order = ([num_spatial] + [a for i in range(num_spatial)
-                              for a in (num_spatial + 1 + i, i)] + [2 * num_spatial + 1])
+    order = (
+      [num_spatial]
+      + [a for i in range(num_spatial) for a in (num_spatial + 1 + i, i)]
+      + [2 * num_spatial + 1]
+    )
     merged = stacked.transpose(order).reshape(
-        (batch,) + tuple(q * s for q, s in zip(geometry.phase_sizes, geometry.strides))
-        + (channels,))
+      (batch,) + tuple(q * s for q, s in zip(geometry.phase_sizes, geometry.strides)) + (channels,)
+    )
     merged = _window(merged, (0,) * num_spatial, geometry.padded_sizes)
   return _pad(merged, tuple((-lo, -hi) for lo, hi in geometry.pads))
 
 
 # ----------------------------------------------------------------------------- forward/backward
+
 
 def _forward(phases, kernel, geometry: _Geometry):
   total = None
@@ -210,8 +232,10 @@ def _depthwise_bwd(strides, pads, dilation, residuals, grad_out):
   phases, kernel, x_shape = residuals
   geometry = _Geometry(x_shape, kernel.shape[:-1], strides, pads, dilation)
   grad_out = _stored(grad_out)
-  return (_input_grad(grad_out, kernel, geometry),
-          _kernel_grad(phases, grad_out, kernel.shape, geometry))
+  return (
+    _input_grad(grad_out, kernel, geometry),
+    _kernel_grad(phases, grad_out, kernel.shape, geometry),
+  )
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
@@ -220,18 +244,25 @@ _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 def _input_grad(grad_out, kernel, geometry: _Geometry):
   # Phase r of the padded input gets, from each tap t reading phase r at start b_t,
   # grad_out shifted by b_t: grad_phase[p] = sum_t grad_out[p - b_t] * kernel[t].
-  reach = [max(geometry.tap_phase_and_start(t)[1][i] for t in geometry.taps)
-           for i in range(len(geometry.strides))]
-  grad_padded = _stored(_pad(grad_out, tuple(
-      (b, q - n) for b, q, n in zip(reach, geometry.phase_sizes, geometry.out_sizes))))
+  reach = [
+    max(geometry.tap_phase_and_start(t)[1][i] for t in geometry.taps)
+    for i in range(len(geometry.strides))
+  ]
+  grad_padded = _stored(
+    _pad(
+      grad_out,
+      tuple((b, q - n) for b, q, n in zip(reach, geometry.phase_sizes, geometry.out_sizes)),
+    )
+  )
   grad_phases = [None] * len(geometry.phases)
   for tap in geometry.taps:
     index, start = geometry.tap_phase_and_start(tap)
     begin = tuple(b - s for b, s in zip(reach, start))
     term = _window(grad_padded, begin, geometry.phase_sizes) * kernel[tap]
     grad_phases[index] = term if grad_phases[index] is None else grad_phases[index] + term
-  zeros = jnp.zeros((grad_out.shape[0],) + geometry.phase_sizes + grad_out.shape[-1:],
-                    grad_out.dtype)
+  zeros = jnp.zeros(
+    (grad_out.shape[0],) + geometry.phase_sizes + grad_out.shape[-1:], grad_out.dtype
+  )
   grad_phases = [zeros if g is None else g for g in grad_phases]
   return _merge_phases(grad_phases, geometry)
 

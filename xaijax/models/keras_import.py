@@ -34,19 +34,31 @@ HEAD = 'conv_preds'
 
 # What each of our layers holds, in Keras' layer order.
 _CONV, _DEPTHWISE, _BATCH_NORM, _HEAD = 'conv', 'depthwise', 'batch_norm', 'head'
-_KERAS_CLASS = {_CONV: 'conv2d', _DEPTHWISE: 'depthwise_conv2d', _BATCH_NORM: 'batch_normalization',
-                _HEAD: 'conv2d'}
+_KERAS_CLASS = {
+  _CONV: 'conv2d',
+  _DEPTHWISE: 'depthwise_conv2d',
+  _BATCH_NORM: 'batch_normalization',
+  _HEAD: 'conv2d',
+}
 # Keras 3 stores a layer's variables by creation index; these are Keras' creation orders.
-_VARIABLE_ORDER = {_CONV: ('kernel',), _DEPTHWISE: ('kernel',), _HEAD: ('kernel', 'bias'),
-                   _BATCH_NORM: ('gamma', 'beta', 'moving_mean', 'moving_variance')}
+_VARIABLE_ORDER = {
+  _CONV: ('kernel',),
+  _DEPTHWISE: ('kernel',),
+  _HEAD: ('kernel', 'bias'),
+  _BATCH_NORM: ('gamma', 'beta', 'moving_mean', 'moving_variance'),
+}
 
 
 def mobilenet_layers() -> list[tuple[str, str]]:
   """(Keras layer name, kind) for every layer with weights, in the order Keras builds them."""
   layers = [('conv1', _CONV), ('conv1_bn', _BATCH_NORM)]
   for block_id in range(1, len(BLOCKS) + 1):
-    layers += [(f'conv_dw_{block_id}', _DEPTHWISE), (f'conv_dw_{block_id}_bn', _BATCH_NORM),
-               (f'conv_pw_{block_id}', _CONV), (f'conv_pw_{block_id}_bn', _BATCH_NORM)]
+    layers += [
+      (f'conv_dw_{block_id}', _DEPTHWISE),
+      (f'conv_dw_{block_id}_bn', _BATCH_NORM),
+      (f'conv_pw_{block_id}', _CONV),
+      (f'conv_pw_{block_id}_bn', _BATCH_NORM),
+    ]
   return layers + [(HEAD, _HEAD)]
 
 
@@ -80,21 +92,29 @@ def load_keras_mobilenet(path, variables_template):
       if kind == _HEAD:
         logger.info('%s has no %s layer (a no-top file): keeping the template head.', path, HEAD)
         continue
-      raise ValueError(f'Layer {name!r} is missing from {path!r} '
-                       f'(found {len(weights)} layers with weights).')
+      raise ValueError(
+        f'Layer {name!r} is missing from {path!r} (found {len(weights)} layers with weights).'
+      )
     found = weights[name]
     if kind == _BATCH_NORM:
-      for ours, theirs, tree in (('scale', 'gamma', params), ('bias', 'beta', params),
-                                 ('mean', 'moving_mean', batch_stats),
-                                 ('var', 'moving_variance', batch_stats)):
+      for ours, theirs, tree in (
+        ('scale', 'gamma', params),
+        ('bias', 'beta', params),
+        ('mean', 'moving_mean', batch_stats),
+        ('var', 'moving_variance', batch_stats),
+      ):
         tree[name][ours] = _fit(name, theirs, found, tree[name][ours])
     elif kind == _HEAD:
       kernel = _get(name, 'kernel', found)
       kernel = kernel.reshape(kernel.shape[-2:]) if kernel.ndim == 4 else kernel
       expected = params[name]['kernel'].shape
       if kernel.shape[-1] != expected[-1]:
-        logger.info('%s: the file has %d classes, the model %d: keeping the template head.',
-                    name, kernel.shape[-1], expected[-1])
+        logger.info(
+          '%s: the file has %d classes, the model %d: keeping the template head.',
+          name,
+          kernel.shape[-1],
+          expected[-1],
+        )
         continue
       params[name]['kernel'] = _fit(name, 'kernel', {'kernel': kernel}, params[name]['kernel'])
       params[name]['bias'] = _fit(name, 'bias', found, params[name]['bias'])
@@ -125,13 +145,16 @@ def _get(layer, role, found):
 def _fit(layer, role, found, target):
   value = _get(layer, role, found)
   if tuple(value.shape) != tuple(target.shape):
-    raise ValueError(f'Shape mismatch for {layer!r} {role}: the file has {tuple(value.shape)}, '
-                     f'the model expects {tuple(target.shape)} (different alpha, input '
-                     'channels or class count?).')
+    raise ValueError(
+      f'Shape mismatch for {layer!r} {role}: the file has {tuple(value.shape)}, '
+      f'the model expects {tuple(target.shape)} (different alpha, input '
+      'channels or class count?).'
+    )
   return np.asarray(value, dtype=target.dtype)
 
 
 # ----------------------------------------------------------------------------- file formats
+
 
 def _read_keras_weights(path) -> dict[str, dict[str, np.ndarray]]:
   """{Keras layer name: {'kernel' | 'bias' | 'gamma' | ...: array}} from any supported file."""
@@ -187,10 +210,13 @@ def _read_keras3(handle, path) -> dict[str, dict[str, np.ndarray]]:
     variables = stored[key]['vars']
     order = _VARIABLE_ORDER[kind]
     if len(variables) > len(order):
-      raise ValueError(f'{path!r}: {key} (our {name!r}) has {len(variables)} variables, '
-                       f'a Keras MobileNet layer of this kind has at most {len(order)}.')
-    weights[name] = {role: np.asarray(variables[str(i)]) for i, role in enumerate(order)
-                     if str(i) in variables}
+      raise ValueError(
+        f'{path!r}: {key} (our {name!r}) has {len(variables)} variables, '
+        f'a Keras MobileNet layer of this kind has at most {len(order)}.'
+      )
+    weights[name] = {
+      role: np.asarray(variables[str(i)]) for i, role in enumerate(order) if str(i) in variables
+    }
   if not weights:
     raise ValueError(f'{path!r} holds no MobileNet layers (groups found: {sorted(stored)[:8]}).')
   return weights

@@ -28,21 +28,32 @@ MIN_RESOLUTION = 32
 
 # (pointwise filters at alpha=1, stride of the depthwise conv) for conv_dw_1 ... conv_dw_13.
 BLOCKS = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+  (64, 1),
+  (128, 2),
+  (128, 1),
+  (256, 2),
+  (256, 1),
+  (512, 2),
+  (512, 1),
+  (512, 1),
+  (512, 1),
+  (512, 1),
+  (512, 1),
+  (1024, 2),
+  (1024, 1),
 )
 
 DEPTHWISE_IMPLS = {
-    # Nine shifted multiply-adds: fast on XLA:CPU (see depthwise.py).
-    'shifted': shifted_conv_general_dilated,
-    # XLA's grouped convolution: what GPUs and TPUs are tuned for.
-    'xla': lax.conv_general_dilated,
+  # Nine shifted multiply-adds: fast on XLA:CPU (see depthwise.py).
+  'shifted': shifted_conv_general_dilated,
+  # XLA's grouped convolution: what GPUs and TPUs are tuned for.
+  'xla': lax.conv_general_dilated,
 }
 
 POINTWISE_IMPLS = {
-    # A matrix product: several times faster than a 1x1 convolution on XLA:CPU (pointwise.py).
-    'dot': dot_conv_general_dilated,
-    'xla': lax.conv_general_dilated,
+  # A matrix product: several times faster than a 1x1 convolution on XLA:CPU (pointwise.py).
+  'dot': dot_conv_general_dilated,
+  'xla': lax.conv_general_dilated,
 }
 
 # Keras' defaults for layers.BatchNormalization.
@@ -58,9 +69,9 @@ def check_resolution(height: int, width: int) -> None:
   """Raise a ValueError when an input is too small for MobileNet's five stride-2 stages."""
   if height < MIN_RESOLUTION or width < MIN_RESOLUTION:
     raise ValueError(
-        f'MobileNet needs images of at least {MIN_RESOLUTION}x{MIN_RESOLUTION} pixels '
-        f'(as Keras requires), got {height}x{width}; resize the images or raise '
-        'config.data.resolution.'
+      f'MobileNet needs images of at least {MIN_RESOLUTION}x{MIN_RESOLUTION} pixels '
+      f'(as Keras requires), got {height}x{width}; resize the images or raise '
+      'config.data.resolution.'
     )
 
 
@@ -96,36 +107,60 @@ class MobileNet(nn.Module):
     check_resolution(x.shape[1], x.shape[2])
     if self.depthwise_impl not in DEPTHWISE_IMPLS:
       raise ValueError(
-          f'depthwise_impl must be one of {sorted(DEPTHWISE_IMPLS)}, got {self.depthwise_impl!r}.'
+        f'depthwise_impl must be one of {sorted(DEPTHWISE_IMPLS)}, got {self.depthwise_impl!r}.'
       )
     if self.pointwise_impl not in POINTWISE_IMPLS:
       raise ValueError(
-          f'pointwise_impl must be one of {sorted(POINTWISE_IMPLS)}, got {self.pointwise_impl!r}.'
+        f'pointwise_impl must be one of {sorted(POINTWISE_IMPLS)}, got {self.pointwise_impl!r}.'
       )
     depthwise_conv = DEPTHWISE_IMPLS[self.depthwise_impl]
     pointwise_conv = POINTWISE_IMPLS[self.pointwise_impl]
 
     def batch_norm(name):
       return nn.BatchNorm(
-          use_running_average=not train, momentum=self.batch_norm_momentum, epsilon=_BN_EPSILON,
-          dtype=self.dtype, name=name,
+        use_running_average=not train,
+        momentum=self.batch_norm_momentum,
+        epsilon=_BN_EPSILON,
+        dtype=self.dtype,
+        name=name,
       )
 
     x = x.astype(self.dtype)
-    x = nn.Conv(int(32 * self.alpha), (3, 3), strides=(2, 2), padding='SAME', use_bias=False,
-                dtype=self.dtype, name='conv1')(x)
+    x = nn.Conv(
+      int(32 * self.alpha),
+      (3, 3),
+      strides=(2, 2),
+      padding='SAME',
+      use_bias=False,
+      dtype=self.dtype,
+      name='conv1',
+    )(x)
     x = relu6(batch_norm('conv1_bn')(x))
 
     for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
       channels = x.shape[-1]
       # Keras pads stride-2 depthwise convs at the bottom/right only, then convolves 'VALID'.
       padding = 'SAME' if stride == 1 else ((0, 1), (0, 1))
-      x = nn.Conv(channels, (3, 3), strides=(stride, stride), padding=padding,
-                  feature_group_count=channels, use_bias=False, dtype=self.dtype,
-                  conv_general_dilated=depthwise_conv, name=f'conv_dw_{block_id}')(x)
+      x = nn.Conv(
+        channels,
+        (3, 3),
+        strides=(stride, stride),
+        padding=padding,
+        feature_group_count=channels,
+        use_bias=False,
+        dtype=self.dtype,
+        conv_general_dilated=depthwise_conv,
+        name=f'conv_dw_{block_id}',
+      )(x)
       x = relu6(batch_norm(f'conv_dw_{block_id}_bn')(x))
-      x = nn.Conv(int(filters * self.alpha), (1, 1), use_bias=False, dtype=self.dtype,
-                  conv_general_dilated=pointwise_conv, name=f'conv_pw_{block_id}')(x)
+      x = nn.Conv(
+        int(filters * self.alpha),
+        (1, 1),
+        use_bias=False,
+        dtype=self.dtype,
+        conv_general_dilated=pointwise_conv,
+        name=f'conv_pw_{block_id}',
+      )(x)
       x = relu6(batch_norm(f'conv_pw_{block_id}_bn')(x))
 
     x = jnp.mean(x, axis=(1, 2))
@@ -148,8 +183,8 @@ def preprocess(images_uint8, channels: int):
   if have != channels:
     if have != 1:
       raise ValueError(
-          f'Cannot turn {have}-channel images into {channels} channels; only 1-channel '
-          '(grayscale) images are tiled.'
+        f'Cannot turn {have}-channel images into {channels} channels; only 1-channel '
+        '(grayscale) images are tiled.'
       )
     images = jnp.tile(images, (1, 1, 1, channels))
   return images.astype(jnp.float32) / np.float32(127.5) - np.float32(1.0)

@@ -20,37 +20,45 @@ from xaijax.models.depthwise import is_channels_last
 
 
 def dot_conv_general_dilated(
-    lhs,
-    rhs,
-    window_strides: Sequence[int],
-    padding,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision=None,
-    preferred_element_type=None,
+  lhs,
+  rhs,
+  window_strides: Sequence[int],
+  padding,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision=None,
+  preferred_element_type=None,
 ):
   """`lax.conv_general_dilated`, with ungrouped channels-last 1x1 convolutions as a dot."""
   num_spatial = lhs.ndim - 2
   is_pointwise = (
-      num_spatial >= 1
-      and rhs.shape[:num_spatial] == (1,) * num_spatial
-      and feature_group_count == 1
-      and batch_group_count == 1
-      and all(s == 1 for s in window_strides)
-      and all(d == 1 for d in (lhs_dilation or ()))
-      and _pads_nothing(padding, num_spatial)
-      and is_channels_last(dimension_numbers, lhs.ndim)
-      and precision is None  # the fast path uses the default matmul precision
+    num_spatial >= 1
+    and rhs.shape[:num_spatial] == (1,) * num_spatial
+    and feature_group_count == 1
+    and batch_group_count == 1
+    and all(s == 1 for s in window_strides)
+    and all(d == 1 for d in (lhs_dilation or ()))
+    and _pads_nothing(padding, num_spatial)
+    and is_channels_last(dimension_numbers, lhs.ndim)
+    and precision is None  # the fast path uses the default matmul precision
   )
   if not is_pointwise:
     return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-        precision=precision, preferred_element_type=preferred_element_type)
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+    )
   kernel = rhs.reshape(rhs.shape[-2:])
   if preferred_element_type is not None:
     lhs, kernel = lhs.astype(preferred_element_type), kernel.astype(preferred_element_type)

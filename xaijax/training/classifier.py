@@ -67,13 +67,20 @@ _STEP_KEYS = ('params', 'batch_stats', 'opt_state', 'rng')  # the part of a stat
 
 # Keys of config.train that change how the run executes, not what it computes; a run may be
 # resumed with other values for them.
-_EXECUTION_ONLY_KEYS = ('checkpoint_every', 'keep_checkpoints', 'seed_strategy', 'devices',
-                        'progress_bar', 'eval_batch_size')
+_EXECUTION_ONLY_KEYS = (
+  'checkpoint_every',
+  'keep_checkpoints',
+  'seed_strategy',
+  'devices',
+  'progress_bar',
+  'eval_batch_size',
+)
 
 
 def default_train_config() -> ml_collections.ConfigDict:
   """`config.train` with the paper's settings."""
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       'seeds': 30,  # an int n (seeds 0..n-1) or a list of seed values
       'batch_size': 16,
       'epochs': 450,
@@ -88,7 +95,8 @@ def default_train_config() -> ml_collections.ConfigDict:
       'keep_checkpoints': 3,
       'eval_batch_size': 64,
       'progress_bar': True,
-  })
+    }
+  )
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -104,6 +112,7 @@ class NonFiniteLossError(FloatingPointError):
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What the pure training functions need besides arrays; bind it with functools.partial."""
+
   model: nn.Module
   optimizer: optax.GradientTransformation
   preprocess: Callable[[jax.Array], jax.Array]  # uint8 images -> model input
@@ -124,13 +133,13 @@ def make_optimizer(b1: float) -> optax.GradientTransformation:
 
 def make_settings(train_config, model: nn.Module, preprocess, num_classes: int) -> Settings:
   return Settings(
-      model=model,
-      optimizer=make_optimizer(float(train_config.b1)),
-      preprocess=preprocess,
-      num_classes=num_classes,
-      batch_size=int(train_config.batch_size),
-      patience=int(train_config.patience),
-      min_delta=float(train_config.min_delta),
+    model=model,
+    optimizer=make_optimizer(float(train_config.b1)),
+    preprocess=preprocess,
+    num_classes=num_classes,
+    batch_size=int(train_config.batch_size),
+    patience=int(train_config.patience),
+    min_delta=float(train_config.min_delta),
   )
 
 
@@ -138,27 +147,30 @@ def make_settings(train_config, model: nn.Module, preprocess, num_classes: int) 
 # Pure functions of one seed (vmap them over a leading seed axis).
 
 
-def init_seed_state(key, learning_rate, sample_images, *, settings: Settings, max_epochs: int,
-                    active=True) -> dict:
+def init_seed_state(
+  key, learning_rate, sample_images, *, settings: Settings, max_epochs: int, active=True
+) -> dict:
   """A fresh train state for one seed: its own initialisation, data-order and dropout keys."""
   init_key, train_key = jax.random.split(key)
   params_key, dropout_key = jax.random.split(init_key)
-  variables = settings.model.init({'params': params_key, 'dropout': dropout_key},
-                                  settings.preprocess(sample_images), train=False)
+  variables = settings.model.init(
+    {'params': params_key, 'dropout': dropout_key}, settings.preprocess(sample_images), train=False
+  )
   params = variables['params']
   batch_stats = variables.get('batch_stats', {})
   opt_state = settings.optimizer.init(params)
-  opt_state = opt_state._replace(hyperparams={
-      **opt_state.hyperparams, 'learning_rate': jnp.asarray(learning_rate, jnp.float32)})
+  opt_state = opt_state._replace(
+    hyperparams={**opt_state.hyperparams, 'learning_rate': jnp.asarray(learning_rate, jnp.float32)}
+  )
   no_history = jnp.full((max_epochs,), jnp.nan, jnp.float32)
   return {
-      'params': params,
-      'batch_stats': batch_stats,
-      'opt_state': opt_state,
-      'rng': train_key,
-      'best': {'params': params, 'batch_stats': batch_stats},
-      'early_stopping': init_early_stopping(active),
-      'history': {'train_loss': no_history, 'validation_f1': no_history},
+    'params': params,
+    'batch_stats': batch_stats,
+    'opt_state': opt_state,
+    'rng': train_key,
+    'best': {'params': params, 'batch_stats': batch_stats},
+    'early_stopping': init_early_stopping(active),
+    'history': {'train_loss': no_history, 'validation_f1': no_history},
   }
 
 
@@ -172,18 +184,26 @@ def train_step(state: dict, batch: dict, *, settings: Settings):
 
   def loss_fn(params):
     logits, updates = settings.model.apply(
-        {'params': params, 'batch_stats': state['batch_stats']}, inputs, train=True,
-        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+      {'params': params, 'batch_stats': state['batch_stats']},
+      inputs,
+      train=True,
+      rngs={'dropout': dropout_rng},
+      mutable=['batch_stats'],
+    )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
     return loss, (logits, updates.get('batch_stats', {}))
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state['params'])
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   updates, opt_state = settings.optimizer.update(grads, state['opt_state'], state['params'])
   params = optax.apply_updates(state['params'], updates)
   accuracy = (logits.argmax(-1) == batch['label']).mean()
-  new_state = {**state, 'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
-               'rng': rng}
+  new_state = {
+    **state,
+    'params': params,
+    'batch_stats': batch_stats,
+    'opt_state': opt_state,
+    'rng': rng,
+  }
   return new_state, {'loss': loss, 'accuracy': accuracy}
 
 
@@ -193,7 +213,7 @@ def train_epoch(state: dict, train_data: dict, *, settings: Settings):
   num_steps = num_images // settings.batch_size
   rng, permutation_rng = jax.random.split(state['rng'])
   order = jax.random.permutation(permutation_rng, num_images)
-  batches = order[:num_steps * settings.batch_size].reshape(num_steps, settings.batch_size)
+  batches = order[: num_steps * settings.batch_size].reshape(num_steps, settings.batch_size)
 
   def step(carry, indices):
     batch = {'image': train_data['image'][indices], 'label': train_data['label'][indices]}
@@ -214,13 +234,13 @@ def validation_macro_f1(variables: dict, eval_data: dict, *, settings: Settings)
     return logits.argmax(-1)
 
   predictions = jax.lax.map(predict_batch, eval_data['image'])
-  confusion = evaluation.confusion_matrix(eval_data['label'], predictions, settings.num_classes,
-                                          weights=eval_data['valid'])
+  confusion = evaluation.confusion_matrix(
+    eval_data['label'], predictions, settings.num_classes, weights=eval_data['valid']
+  )
   return evaluation.macro_scores(confusion)['f1']
 
 
-def run_epoch(state: dict, train_data: dict, validation_data: dict, epoch, *,
-              settings: Settings):
+def run_epoch(state: dict, train_data: dict, validation_data: dict, epoch, *, settings: Settings):
   """Epoch `epoch` (1-based) of one seed: train, score, early-stopping bookkeeping.
 
   A seed that is no longer active comes back unchanged and reports NaN.
@@ -230,40 +250,50 @@ def run_epoch(state: dict, train_data: dict, validation_data: dict, epoch, *,
   variables = {'params': trained['params'], 'batch_stats': trained['batch_stats']}
   f1 = validation_macro_f1(variables, validation_data, settings=settings)
   early_stopping, improved = update_early_stopping(
-      state['early_stopping'], f1, epoch, patience=settings.patience,
-      min_delta=settings.min_delta)
-  trained['best'] = jax.tree.map(lambda new, old: jnp.where(improved, new, old),
-                                 variables, state['best'])
+    state['early_stopping'], f1, epoch, patience=settings.patience, min_delta=settings.min_delta
+  )
+  trained['best'] = jax.tree.map(
+    lambda new, old: jnp.where(improved, new, old), variables, state['best']
+  )
   trained['early_stopping'] = early_stopping
   mean_loss = jnp.where(was_active, losses.mean(), jnp.nan)
   reported_f1 = jnp.where(was_active, f1, jnp.nan)
   trained['history'] = {
-      'train_loss': state['history']['train_loss'].at[epoch - 1].set(mean_loss),
-      'validation_f1': state['history']['validation_f1'].at[epoch - 1].set(reported_f1),
+    'train_loss': state['history']['train_loss'].at[epoch - 1].set(mean_loss),
+    'validation_f1': state['history']['validation_f1'].at[epoch - 1].set(reported_f1),
   }
   new_state = jax.tree.map(lambda new, old: jnp.where(was_active, new, old), trained, state)
   metrics = {
-      'train_loss': jnp.where(was_active, losses, jnp.nan),
-      'validation_f1': reported_f1,
-      'trained': was_active,
+    'train_loss': jnp.where(was_active, losses, jnp.nan),
+    'validation_f1': reported_f1,
+    'trained': was_active,
   }
   return new_state, metrics
 
 
 def run_epoch_all_seeds(state, train_data, validation_data, epoch, *, settings: Settings):
   """`run_epoch` vmapped over the leading seed axis of `state` (data shared by all seeds)."""
-  return jax.vmap(functools.partial(run_epoch, settings=settings),
-                  in_axes=(0, None, None, None))(state, train_data, validation_data, epoch)
+  return jax.vmap(functools.partial(run_epoch, settings=settings), in_axes=(0, None, None, None))(
+    state, train_data, validation_data, epoch
+  )
 
 
-def init_seed_states(seeds: Sequence[int], learning_rates, sample_images, *, settings: Settings,
-                     max_epochs: int, active=None) -> dict:
+def init_seed_states(
+  seeds: Sequence[int],
+  learning_rates,
+  sample_images,
+  *,
+  settings: Settings,
+  max_epochs: int,
+  active=None,
+) -> dict:
   """Stacked train states, one per seed value (seed s always gives the same state)."""
   keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
   learning_rates = jnp.asarray(learning_rates, jnp.float32)
   active = jnp.ones(len(seeds), bool) if active is None else jnp.asarray(active, bool)
-  return _init_program(settings, max_epochs)(keys, learning_rates, active,
-                                             jnp.asarray(sample_images))
+  return _init_program(settings, max_epochs)(
+    keys, learning_rates, active, jnp.asarray(sample_images)
+  )
 
 
 # Compiled programs are cached per Settings (and devices), so training several cases or
@@ -271,8 +301,10 @@ def init_seed_states(seeds: Sequence[int], learning_rates, sample_images, *, set
 @functools.lru_cache(maxsize=16)
 def _init_program(settings: Settings, max_epochs: int):
   def init(key, learning_rate, active, sample_images):
-    return init_seed_state(key, learning_rate, sample_images, settings=settings,
-                           max_epochs=max_epochs, active=active)
+    return init_seed_state(
+      key, learning_rate, sample_images, settings=settings, max_epochs=max_epochs, active=active
+    )
+
   return jax.jit(jax.vmap(init, in_axes=(0, 0, 0, None)))
 
 
@@ -297,9 +329,9 @@ def prepare_eval_data(split: Mapping[str, np.ndarray], eval_batch_size: int) -> 
   images = np.concatenate([images, np.zeros((padding,) + images.shape[1:], images.dtype)])
   labels = np.concatenate([labels, np.zeros(padding, np.int32)])
   return {
-      'image': images.reshape((num_batches, batch) + images.shape[1:]),
-      'label': labels.reshape(num_batches, batch),
-      'valid': valid.reshape(num_batches, batch),
+    'image': images.reshape((num_batches, batch) + images.shape[1:]),
+    'label': labels.reshape(num_batches, batch),
+    'valid': valid.reshape(num_batches, batch),
   }
 
 
@@ -332,9 +364,9 @@ class _LoopSeeds:
   def __init__(self, settings: Settings, num_steps: int):
     self._run = epoch_program(settings, None)
     self._idle_metrics = {
-        'train_loss': jnp.full((1, num_steps), jnp.nan, jnp.float32),
-        'validation_f1': jnp.full((1,), jnp.nan, jnp.float32),
-        'trained': jnp.zeros((1,), bool),
+      'train_loss': jnp.full((1, num_steps), jnp.nan, jnp.float32),
+      'validation_f1': jnp.full((1,), jnp.nan, jnp.float32),
+      'trained': jnp.zeros((1,), bool),
     }
 
   def place_state(self, state):
@@ -347,11 +379,12 @@ class _LoopSeeds:
     active = np.asarray(state['early_stopping']['active'])
     states, metrics = [], []
     for index in range(active.shape[0]):
-      seed_state = jax.tree.map(lambda x, i=index: x[i:i + 1], state)
+      seed_state = jax.tree.map(lambda x, i=index: x[i : i + 1], state)
       seed_metrics = self._idle_metrics
       if active[index]:
-        seed_state, seed_metrics = self._run(seed_state, train_data, validation_data,
-                                             jnp.int32(epoch))
+        seed_state, seed_metrics = self._run(
+          seed_state, train_data, validation_data, jnp.int32(epoch)
+        )
       states.append(seed_state)
       metrics.append(seed_metrics)
     concatenate = lambda *parts: jnp.concatenate(parts)
@@ -365,6 +398,7 @@ class _LoopSeeds:
 @dataclasses.dataclass
 class TrainResult:
   """Outcome of `train_classifier`; per-seed arrays follow the order of `seeds`."""
+
   seeds: list[int]
   variables: dict  # best {'params', 'batch_stats'} of every seed, leading seed axis
   validation_f1: np.ndarray  # [S, epochs_run]; NaN where the seed had stopped
@@ -397,13 +431,16 @@ def _learning_rates(train_config, num_seeds: int) -> np.ndarray:
     return np.full(num_seeds, float(train_config.learning_rate), np.float32)
   values = np.asarray(list(per_seed), np.float32)
   if values.shape != (num_seeds,):
-    raise ValueError(f'config.train.learning_rate_per_seed must hold one rate per seed '
-                     f'({num_seeds}), got {list(per_seed)}.')
+    raise ValueError(
+      f'config.train.learning_rate_per_seed must hold one rate per seed '
+      f'({num_seeds}), got {list(per_seed)}.'
+    )
   return values
 
 
-def _check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], num_classes: int,
-                  batch_size: int) -> None:
+def _check_splits(
+  splits: Mapping[str, Mapping[str, np.ndarray]], num_classes: int, batch_size: int
+) -> None:
   for name in ('train', 'validation'):
     if name not in splits:
       raise ValueError(f"splits needs a '{name}' split, got {sorted(splits)}.")
@@ -413,21 +450,30 @@ def _check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], num_classes: i
         raise ValueError(f"split '{name}' needs an '{key}' array, has {sorted(split)}.")
     images, labels = np.asarray(split['image']), np.asarray(split['label'])
     if images.dtype != np.uint8 or images.ndim != 4:
-      raise ValueError(f"split '{name}': images must be uint8 [N, H, W, C], "
-                       f'got {images.dtype} {images.shape}.')
+      raise ValueError(
+        f"split '{name}': images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}."
+      )
     if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
-      raise ValueError(f"split '{name}': labels must be integers [N] with N = {images.shape[0]}, "
-                       f'got {labels.dtype} {labels.shape}.')
+      raise ValueError(
+        f"split '{name}': labels must be integers [N] with N = {images.shape[0]}, "
+        f'got {labels.dtype} {labels.shape}.'
+      )
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-      raise ValueError(f"split '{name}': labels must lie in [0, {num_classes}), "
-                       f'found {labels.min()}..{labels.max()}.')
+      raise ValueError(
+        f"split '{name}': labels must lie in [0, {num_classes}), "
+        f'found {labels.min()}..{labels.max()}.'
+      )
   if splits['train']['image'].shape[1:] != splits['validation']['image'].shape[1:]:
-    raise ValueError('train and validation images differ in size: '
-                     f"{splits['train']['image'].shape[1:]} vs "
-                     f"{splits['validation']['image'].shape[1:]}.")
+    raise ValueError(
+      'train and validation images differ in size: '
+      f'{splits["train"]["image"].shape[1:]} vs '
+      f'{splits["validation"]["image"].shape[1:]}.'
+    )
   if len(splits['train']['label']) < batch_size:
-    raise ValueError(f"the train split has {len(splits['train']['label'])} images, fewer than "
-                     f'one batch (config.train.batch_size = {batch_size}).')
+    raise ValueError(
+      f'the train split has {len(splits["train"]["label"])} images, fewer than '
+      f'one batch (config.train.batch_size = {batch_size}).'
+    )
   if len(splits['validation']['label']) == 0:
     raise ValueError('the validation split is empty; early stopping needs it.')
 
@@ -436,30 +482,43 @@ def _check_splits(splits: Mapping[str, Mapping[str, np.ndarray]], num_classes: i
 def default_preprocess(channels: int) -> Callable[[jax.Array], jax.Array]:
   """MobileNet's input preprocessing for `channels` input channels (one cached function)."""
   from xaijax.models import mobilenet  # imported late: the model module is optional here
+
   return functools.partial(mobilenet.preprocess, channels=channels)
 
 
 def default_model(model_config) -> nn.Module:
   from xaijax.models import mobilenet
+
   return mobilenet.MobileNet(
-      num_classes=model_config.get('num_classes', 10),
-      alpha=model_config.alpha,
-      dropout_rate=model_config.dropout_rate,
-      depthwise_impl=model_config.depthwise_impl,
-      batch_norm_momentum=model_config.get('batch_norm_momentum', 0.99),
+    num_classes=model_config.get('num_classes', 10),
+    alpha=model_config.alpha,
+    dropout_rate=model_config.dropout_rate,
+    depthwise_impl=model_config.depthwise_impl,
+    batch_norm_momentum=model_config.get('batch_norm_momentum', 0.99),
   )
 
 
 def _run_fingerprint(config, seeds, model, splits) -> dict:
-  train = {key: value for key, value in config.train.to_dict().items()
-           if key not in _EXECUTION_ONLY_KEYS}
-  data = {name: {key: [list(np.shape(array)), str(np.asarray(array).dtype)]
-                 for key, array in sorted(splits[name].items()) if key in ('image', 'label')}
-          for name in ('train', 'validation')}
+  train = {
+    key: value for key, value in config.train.to_dict().items() if key not in _EXECUTION_ONLY_KEYS
+  }
+  data = {
+    name: {
+      key: [list(np.shape(array)), str(np.asarray(array).dtype)]
+      for key, array in sorted(splits[name].items())
+      if key in ('image', 'label')
+    }
+    for name in ('train', 'validation')
+  }
   # Addresses in a repr (a function-valued field, say) differ between processes.
   model_description = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(model))
-  fingerprint = {'seeds': seeds, 'train': train, 'model_config': config.model.to_dict(),
-                 'model': model_description, 'data': data}
+  fingerprint = {
+    'seeds': seeds,
+    'train': train,
+    'model_config': config.model.to_dict(),
+    'model': model_description,
+    'data': data,
+  }
   return json.loads(json.dumps(fingerprint, default=str))
 
 
@@ -469,11 +528,13 @@ def _check_or_write_fingerprint(workdir: str, fingerprint: dict) -> None:
     with open(path) as f:
       previous = json.load(f)
     if previous != fingerprint:
-      differing = sorted(key for key in set(previous) | set(fingerprint)
-                         if previous.get(key) != fingerprint.get(key))
+      differing = sorted(
+        key for key in set(previous) | set(fingerprint) if previous.get(key) != fingerprint.get(key)
+      )
       raise ValueError(
-          f'{workdir} holds a classifier run with a different setup ({", ".join(differing)} '
-          f'differ; see {path}). Use a fresh workdir, or delete this one to start over.')
+        f'{workdir} holds a classifier run with a different setup ({", ".join(differing)} '
+        f'differ; see {path}). Use a fresh workdir, or delete this one to start over.'
+      )
     return
   with open(path, 'w') as f:
     json.dump(fingerprint, f, indent=1)
@@ -492,14 +553,18 @@ def start_from(state: dict, initial_variables: Mapping) -> dict:
     current = traverse_util.flatten_dict(state[collection], sep='/')
     unknown = sorted(set(given) - set(current))
     if unknown:
-      raise ValueError(f'initial_variables has {collection} the model does not: {unknown[:5]}'
-                       f'{" ..." if len(unknown) > 5 else ""}. Check the model config '
-                       '(alpha, num_classes) against the weights file.')
+      raise ValueError(
+        f'initial_variables has {collection} the model does not: {unknown[:5]}'
+        f'{" ..." if len(unknown) > 5 else ""}. Check the model config '
+        '(alpha, num_classes) against the weights file.'
+      )
     for path, value in given.items():
       value = jnp.asarray(value, current[path].dtype)
       if value.shape != current[path].shape[1:]:
-        raise ValueError(f'initial_variables {collection}/{path} has shape {value.shape}, the '
-                         f'model expects {current[path].shape[1:]}.')
+        raise ValueError(
+          f'initial_variables {collection}/{path} has shape {value.shape}, the '
+          f'model expects {current[path].shape[1:]}.'
+        )
       current[path] = jnp.broadcast_to(value, current[path].shape)
     state[collection] = traverse_util.unflatten_dict(current, sep='/')
   state['best'] = {'params': state['params'], 'batch_stats': state['batch_stats']}
@@ -513,14 +578,14 @@ def _nan_to_none(values: np.ndarray) -> list:
 def _write_result(workdir: str, result: TrainResult, run_info: dict) -> None:
   checkpoints_lib.save_pytree(os.path.join(workdir, BEST_VARIABLES_DIR), result.variables)
   summary = {
-      **run_info,
-      'seeds': result.seeds,
-      'epochs_run': result.epochs_run,
-      'best_validation_f1': result.best_validation_f1.tolist(),
-      'best_epoch': result.best_epoch.tolist(),
-      'stopped_epoch': result.stopped_epoch.tolist(),
-      'validation_f1': [_nan_to_none(row) for row in result.validation_f1],
-      'train_loss': [_nan_to_none(row) for row in result.train_loss],
+    **run_info,
+    'seeds': result.seeds,
+    'epochs_run': result.epochs_run,
+    'best_validation_f1': result.best_validation_f1.tolist(),
+    'best_epoch': result.best_epoch.tolist(),
+    'stopped_epoch': result.stopped_epoch.tolist(),
+    'validation_f1': [_nan_to_none(row) for row in result.validation_f1],
+    'train_loss': [_nan_to_none(row) for row in result.train_loss],
   }
   # Written last: its presence means the whole result is on disk.
   with open(os.path.join(workdir, RESULT_FILE), 'w') as f:
@@ -536,17 +601,18 @@ def load_train_result(workdir: str) -> TrainResult | None:
   with open(summary_path) as f:
     summary = json.load(f)
   as_array = lambda rows: np.asarray(
-      [[np.nan if v is None else v for v in row] for row in rows], np.float32)
+    [[np.nan if v is None else v for v in row] for row in rows], np.float32
+  )
   variables = jax.tree.map(np.asarray, checkpoints_lib.load_pytree(variables_path))
   return TrainResult(
-      seeds=summary['seeds'],
-      variables=variables,
-      validation_f1=as_array(summary['validation_f1']),
-      train_loss=as_array(summary['train_loss']),
-      best_validation_f1=np.asarray(summary['best_validation_f1'], np.float32),
-      best_epoch=np.asarray(summary['best_epoch'], np.int32),
-      stopped_epoch=np.asarray(summary['stopped_epoch'], np.int32),
-      epochs_run=summary['epochs_run'],
+    seeds=summary['seeds'],
+    variables=variables,
+    validation_f1=as_array(summary['validation_f1']),
+    train_loss=as_array(summary['train_loss']),
+    best_validation_f1=np.asarray(summary['best_validation_f1'], np.float32),
+    best_epoch=np.asarray(summary['best_epoch'], np.int32),
+    stopped_epoch=np.asarray(summary['stopped_epoch'], np.int32),
+    epochs_run=summary['epochs_run'],
   )
 
 
@@ -560,8 +626,9 @@ def _rewrite_metrics_until(path: str, last_epoch: int) -> None:
     f.writelines(lines)
 
 
-def _raise_on_non_finite(losses: np.ndarray, trained: np.ndarray, seeds: list[int], epoch: int,
-                         checkpoint_note: str) -> None:
+def _raise_on_non_finite(
+  losses: np.ndarray, trained: np.ndarray, seeds: list[int], epoch: int, checkpoint_note: str
+) -> None:
   bad = trained[:, None] & ~np.isfinite(losses)
   if not bad.any():
     return
@@ -569,22 +636,25 @@ def _raise_on_non_finite(losses: np.ndarray, trained: np.ndarray, seeds: list[in
   index = int(np.argmax(bad[:, first_step]))
   failing = [seeds[i] for i in np.flatnonzero(bad.any(axis=1))]
   raise NonFiniteLossError(
-      f'the training loss of seed {seeds[index]} (position {index}) became '
-      f'{losses[index, first_step]} at epoch {epoch}, step {first_step + 1} of {losses.shape[1]} '
-      f'(seeds with a non-finite loss this epoch: {failing}). {checkpoint_note} '
-      'Lower config.train.learning_rate, or check the images and labels.',
-      seed=seeds[index], epoch=epoch, step=first_step + 1)
+    f'the training loss of seed {seeds[index]} (position {index}) became '
+    f'{losses[index, first_step]} at epoch {epoch}, step {first_step + 1} of {losses.shape[1]} '
+    f'(seeds with a non-finite loss this epoch: {failing}). {checkpoint_note} '
+    'Lower config.train.learning_rate, or check the images and labels.',
+    seed=seeds[index],
+    epoch=epoch,
+    step=first_step + 1,
+  )
 
 
 def train_classifier(
-    config: ml_collections.ConfigDict,
-    splits: Mapping[str, Mapping[str, np.ndarray]],
-    workdir: str,
-    model: nn.Module | None = None,
-    *,
-    preprocess: Callable[[jax.Array], jax.Array] | None = None,
-    on_epoch_end: Callable[[int, list[dict]], None] | None = None,
-    initial_variables: Mapping | None = None,
+  config: ml_collections.ConfigDict,
+  splits: Mapping[str, Mapping[str, np.ndarray]],
+  workdir: str,
+  model: nn.Module | None = None,
+  *,
+  preprocess: Callable[[jax.Array], jax.Array] | None = None,
+  on_epoch_end: Callable[[int, list[dict]], None] | None = None,
+  initial_variables: Mapping | None = None,
 ) -> TrainResult:
   """Trains `config.train.seeds` classifiers on `splits['train']`, early-stopped on
   `splits['validation']`, and returns the best variables of every seed.
@@ -626,8 +696,9 @@ def train_classifier(
     requested = int(train_config.get('devices', 0))
     if requested:
       if requested > len(devices):
-        raise ValueError(f'config.train.devices = {requested}, but only {len(devices)} local '
-                         'devices exist.')
+        raise ValueError(
+          f'config.train.devices = {requested}, but only {len(devices)} local devices exist.'
+        )
       devices = devices[:requested]
     runner = _VmapSeeds(settings, devices)
     num_devices = len(devices)
@@ -643,14 +714,23 @@ def train_classifier(
   padding = num_slots - len(seeds)
   slot_seeds = seeds + [seeds[-1]] * padding
   slot_rates = np.concatenate([learning_rates, np.repeat(learning_rates[-1:], padding)])
-  train_data = runner.place_data({
+  train_data = runner.place_data(
+    {
       'image': np.asarray(splits['train']['image']),
-      'label': np.asarray(splits['train']['label'], np.int32)})
+      'label': np.asarray(splits['train']['label'], np.int32),
+    }
+  )
   validation_data = runner.place_data(
-      prepare_eval_data(splits['validation'], int(train_config.get('eval_batch_size', 64))))
+    prepare_eval_data(splits['validation'], int(train_config.get('eval_batch_size', 64)))
+  )
   state = init_seed_states(
-      slot_seeds, slot_rates, np.asarray(splits['train']['image'][:1]), settings=settings,
-      max_epochs=max_epochs, active=[True] * len(seeds) + [False] * padding)
+    slot_seeds,
+    slot_rates,
+    np.asarray(splits['train']['image'][:1]),
+    settings=settings,
+    max_epochs=max_epochs,
+    active=[True] * len(seeds) + [False] * padding,
+  )
   if initial_variables is not None:
     state = start_from(state, initial_variables)
   state = runner.place_state(state)
@@ -658,7 +738,8 @@ def train_classifier(
   metrics_path = os.path.join(workdir, METRICS_FILE)
   checkpoint_every = int(train_config.get('checkpoint_every', 10))
   store = checkpoints_lib.PeriodicCheckpoints(
-      os.path.join(workdir, CHECKPOINTS_DIR), keep=int(train_config.get('keep_checkpoints', 3)))
+    os.path.join(workdir, CHECKPOINTS_DIR), keep=int(train_config.get('keep_checkpoints', 3))
+  )
   # Checkpoints hold the real seeds only, so a run may resume on another number of devices
   # or with the other seed strategy.
   real = slice(0, len(seeds))
@@ -668,16 +749,22 @@ def train_classifier(
     if epoch:
       restored = store.restore(epoch, like=real_seeds_of(state))
       if padding:
-        restored = jax.tree.map(lambda saved, fresh: jnp.concatenate([saved, fresh[real.stop:]]),
-                                restored, state)
+        restored = jax.tree.map(
+          lambda saved, fresh: jnp.concatenate([saved, fresh[real.stop :]]), restored, state
+        )
       state = runner.place_state(restored)
       _rewrite_metrics_until(metrics_path, epoch)
     elif os.path.exists(metrics_path):
       os.remove(metrics_path)
 
     early_stopping = jax.device_get(state['early_stopping'])
-    progress = tqdm.tqdm(total=max_epochs, initial=epoch, desc='classifier', unit='epoch',
-                         disable=not train_config.get('progress_bar', True))
+    progress = tqdm.tqdm(
+      total=max_epochs,
+      initial=epoch,
+      desc='classifier',
+      unit='epoch',
+      disable=not train_config.get('progress_bar', True),
+    )
     with progress:
       while epoch < max_epochs and early_stopping['active'][real].any():
         epoch += 1
@@ -686,11 +773,17 @@ def train_classifier(
         trained = np.asarray(metrics['trained'])[real]
         latest = store.latest_epoch()
         _raise_on_non_finite(
-            np.asarray(metrics['train_loss'])[real], trained, seeds, epoch,
-            f'The last good checkpoint (epoch {latest}) is kept in {store.directory}.'
-            if latest else 'No checkpoint had been written yet.')
+          np.asarray(metrics['train_loss'])[real],
+          trained,
+          seeds,
+          epoch,
+          f'The last good checkpoint (epoch {latest}) is kept in {store.directory}.'
+          if latest
+          else 'No checkpoint had been written yet.',
+        )
         early_stopping = jax.device_get(state['early_stopping'])
-        records = [{
+        records = [
+          {
             'epoch': epoch,
             'seed': seeds[i],
             'seed_index': i,
@@ -699,14 +792,18 @@ def train_classifier(
             'best_validation_f1': float(early_stopping['best_score'][i]),
             'best_epoch': int(early_stopping['best_epoch'][i]),
             'active': bool(early_stopping['active'][i]),
-        } for i in np.flatnonzero(trained).tolist()]
+          }
+          for i in np.flatnonzero(trained).tolist()
+        ]
         with open(metrics_path, 'a') as f:
           f.writelines(json.dumps(record) + '\n' for record in records)
         if epoch % checkpoint_every == 0:
           store.save(epoch, real_seeds_of(state))
         progress.update(1)
-        progress.set_postfix(best_validation_f1=f"{early_stopping['best_score'][real].max():.4f}",
-                             active=int(early_stopping['active'][real].sum()))
+        progress.set_postfix(
+          best_validation_f1=f'{early_stopping["best_score"][real].max():.4f}',
+          active=int(early_stopping['active'][real].sum()),
+        )
         if on_epoch_end is not None:
           on_epoch_end(epoch, records)
   finally:
@@ -715,15 +812,16 @@ def train_classifier(
   final = jax.device_get({key: state[key] for key in ('best', 'early_stopping', 'history')})
   final = jax.tree.map(lambda x: np.asarray(x)[real], final)
   result = TrainResult(
-      seeds=seeds,
-      variables=final['best'],
-      validation_f1=final['history']['validation_f1'][:, :epoch],
-      train_loss=final['history']['train_loss'][:, :epoch],
-      best_validation_f1=final['early_stopping']['best_score'],
-      best_epoch=final['early_stopping']['best_epoch'],
-      stopped_epoch=final['early_stopping']['stopped_epoch'],
-      epochs_run=epoch,
+    seeds=seeds,
+    variables=final['best'],
+    validation_f1=final['history']['validation_f1'][:, :epoch],
+    train_loss=final['history']['train_loss'][:, :epoch],
+    best_validation_f1=final['early_stopping']['best_score'],
+    best_epoch=final['early_stopping']['best_epoch'],
+    stopped_epoch=final['early_stopping']['stopped_epoch'],
+    epochs_run=epoch,
   )
-  _write_result(workdir, result, {'seed_strategy': strategy, 'devices': num_devices,
-                                  'padding_seeds': padding})
+  _write_result(
+    workdir, result, {'seed_strategy': strategy, 'devices': num_devices, 'padding_seeds': padding}
+  )
   return result

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 def init_early_stopping(active: bool = True) -> dict:
   """State of one seed before its first epoch; `active=False` makes a seed that never trains."""
   return {
-      'active': jnp.asarray(active),
-      'best_score': jnp.asarray(-jnp.inf, jnp.float32),
-      'best_epoch': jnp.asarray(0, jnp.int32),
-      'epochs_without_improvement': jnp.asarray(0, jnp.int32),
-      'stopped_epoch': jnp.asarray(0, jnp.int32),  # 0: has not stopped
+    'active': jnp.asarray(active),
+    'best_score': jnp.asarray(-jnp.inf, jnp.float32),
+    'best_epoch': jnp.asarray(0, jnp.int32),
+    'epochs_without_improvement': jnp.asarray(0, jnp.int32),
+    'stopped_epoch': jnp.asarray(0, jnp.int32),  # 0: has not stopped
   }
 
 
@@ -33,11 +33,12 @@ def update_early_stopping(state: dict, score, epoch, *, patience: int, min_delta
   waited = jnp.where(improved, 0, state['epochs_without_improvement'] + 1)
   stops_now = active & ~improved & (waited >= patience)
   updated = {
-      'active': active & ~stops_now,
-      'best_score': jnp.where(improved, score, state['best_score']).astype(jnp.float32),
-      'best_epoch': jnp.where(improved, epoch, state['best_epoch']).astype(jnp.int32),
-      'epochs_without_improvement': jnp.where(
-          active, waited, state['epochs_without_improvement']).astype(jnp.int32),
-      'stopped_epoch': jnp.where(stops_now, epoch, state['stopped_epoch']).astype(jnp.int32),
+    'active': active & ~stops_now,
+    'best_score': jnp.where(improved, score, state['best_score']).astype(jnp.float32),
+    'best_epoch': jnp.where(improved, epoch, state['best_epoch']).astype(jnp.int32),
+    'epochs_without_improvement': jnp.where(
+      active, waited, state['epochs_without_improvement']
+    ).astype(jnp.int32),
+    'stopped_epoch': jnp.where(stops_now, epoch, state['stopped_epoch']).astype(jnp.int32),
   }
   return updated, improved
