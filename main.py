@@ -2,8 +2,8 @@
 
 import logging
 
-import jax
 from absl import app, flags
+import jax
 from ml_collections import config_flags
 
 from xaijax import cpu_memory, workflow

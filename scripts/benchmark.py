@@ -18,6 +18,7 @@ subparser and sets `run`.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import functools
 import json
 import multiprocessing
@@ -26,7 +27,6 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +34,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xaijax.cpu_memory import keep_freed_memory  # noqa: E402
-from xaijax.models.mobilenet import BLOCKS, MobileNet  # noqa: E402
-from benchmark_lrp import add_lrp  # noqa: E402
-from benchmark_gan import add_gan  # noqa: E402
+from benchmark_gan import add_gan
+from benchmark_lrp import add_lrp
+
+from xaijax.cpu_memory import keep_freed_memory
+from xaijax.models.mobilenet import BLOCKS, MobileNet
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3

@@ -14,13 +14,13 @@ import logging
 import os
 import sys
 
+from absl import app, flags
 import jax
 import numpy as np
-from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xaijax import cpu_memory, evaluation, report, workflow  # noqa: E402
-from xaijax.data import CLASS_NAMES, preview  # noqa: E402
+from xaijax import cpu_memory, evaluation, report, workflow
+from xaijax.data import CLASS_NAMES, preview
 
 CASES = ('original', 'blur', 'black_stripe', 'crop', 'generative', 'telea')
 CASE_TITLES = {
@@ -127,6 +127,7 @@ def figure5(root: str, cases) -> str | None:
 def figure9(root: str, results: dict) -> str:
   """Validation macro-F1 during training, mean over seeds with a ±1 std band, all cases (the paper's Fig. 9)."""
   import matplotlib.pyplot as plt
+
   from xaijax.training import classifier
 
   figure, axis = plt.subplots(figsize=(7, 4))

@@ -12,8 +12,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xaijax import data, workflow  # noqa: E402
-from xaijax.data import preview  # noqa: E402
+from xaijax import data, workflow
+from xaijax.data import preview
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/original.py', 'Case config (dataset settings).'

@@ -2,10 +2,10 @@
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
 from xaijax.models import depthwise
 from xaijax.models.depthwise import shifted_conv_general_dilated
@@ -73,7 +73,7 @@ def test_matches_lax_forward_and_gradients(stride, padding):
 def test_matches_lax_other_geometries(x_shape, window, strides, padding, dilation):
   reference, shifted, x, kernel = _both(x_shape, window, strides, padding, dilation)
   np.testing.assert_allclose(shifted(x, kernel), reference(x, kernel), rtol=0, atol=1e-12)
-  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))  # noqa: E731
+  loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
   for got, expected in zip(
     jax.grad(loss(shifted), (0, 1))(x, kernel), jax.grad(loss(reference), (0, 1))(x, kernel)
   ):
@@ -113,7 +113,7 @@ def test_vmap_over_stacked_kernels_and_inputs():
 @pytest.mark.parametrize('batch', [1, 7, 48])
 def test_kernel_gradient_for_batches_not_a_multiple_of_the_unroll(batch):
   reference, shifted, x, kernel = _both((batch, 5, 5, 2), (3, 3), (1, 1), 'SAME')
-  loss = lambda f: lambda k: jnp.sum(f(x, k) ** 2)  # noqa: E731
+  loss = lambda f: lambda k: jnp.sum(f(x, k) ** 2)
   np.testing.assert_allclose(
     jax.grad(loss(shifted))(kernel), jax.grad(loss(reference))(kernel), rtol=1e-12
   )

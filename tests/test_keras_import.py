@@ -10,10 +10,10 @@ import os
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')  # before keras is imported anywhere
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
 pytest.importorskip('h5py')
 keras = pytest.importorskip('keras')
@@ -54,7 +54,7 @@ def _keras_mobilenet(alpha, classes, seed, channels=3):
   return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(alpha, classes, channels=3):
   """Our model and a variables template filled with recognisable random numbers (cheaper than
   compiling `model.init`, and the loader must overwrite all of it but a skipped head)."""
@@ -66,7 +66,7 @@ def _template(alpha, classes, channels=3):
   )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_logits(model):
   return jax.jit(lambda v, x: model.apply(v, x, train=False))
 

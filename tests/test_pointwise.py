@@ -2,10 +2,10 @@
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 
 from xaijax.models import pointwise
 from xaijax.models.pointwise import dot_conv_general_dilated

@@ -15,8 +15,8 @@ report prints.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
+import functools
 
 import jax
 import jax.numpy as jnp

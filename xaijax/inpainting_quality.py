@@ -24,10 +24,10 @@ import os
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from xaijax import remedies  # noqa: E402
+from xaijax import remedies
 
 METRICS = ('psnr_in_mask', 'ssim_in_mask', 'l1_in_mask', 'psnr', 'ssim', 'l1')
 CLASSICAL_METHODS = ('telea', 'blur', 'black_stripe')

@@ -7,10 +7,10 @@ import os
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from xaijax import workflow  # noqa: E402
+from xaijax import workflow
 
 SPLIT_TITLES = {
   'test': 'test (as distributed)',

@@ -11,9 +11,9 @@ import json
 import os
 import time
 
+from absl import logging
 import jax
 import numpy as np
-from absl import logging
 
 from xaijax import data, remedies
 from xaijax.data import CLASS_NAMES, preview

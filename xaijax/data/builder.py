@@ -7,8 +7,8 @@ stratified, and yields the five splits (train, validation, test, test_clean, tes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 import dataclasses
-from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -41,7 +41,7 @@ class OverlaidImagesConfig(tfds.core.BuilderConfig):
 
 
 def features(resolution: int) -> tfds.features.FeaturesDict:
-  image = lambda: tfds.features.Tensor(shape=(resolution, resolution, 1), dtype=np.uint8)  # noqa: E731
+  image = lambda: tfds.features.Tensor(shape=(resolution, resolution, 1), dtype=np.uint8)
   return tfds.features.FeaturesDict(
     {
       'image': image(),  # what the classifier sees: clean image with the overlay burnt in

@@ -17,10 +17,10 @@ import hashlib
 import os
 import xml.etree.ElementTree as ElementTree
 
+from absl import logging
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 from xaijax.data import builder
 from xaijax.data.defects import CLASS_NAMES, NUM_CLASSES

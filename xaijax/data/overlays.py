@@ -52,7 +52,7 @@ class _Painter:
     self.values = np.zeros((height, width), np.uint8)
     self.mask = np.zeros((height, width), np.uint8)
 
-  def paste(self, other: '_Painter', x0: int, y0: int) -> None:
+  def paste(self, other: _Painter, x0: int, y0: int) -> None:
     """Copy what `other` drew into this canvas with its top-left corner at (x0, y0)."""
     height, width = other.mask.shape
     drawn = other.mask.astype(bool)
@@ -72,11 +72,11 @@ class _Painter:
     return both
 
 
-def _draw_logo(canvas: '_Painter', logo: int, x0: int, y0: int, side: int, ink: int) -> None:
+def _draw_logo(canvas: _Painter, logo: int, x0: int, y0: int, side: int, ink: int) -> None:
   """Logo `logo` in a dark square of `side` px at (x0, y0): a white glyph, distinct at 10 px already."""
   canvas.rectangle((x0, y0), (x0 + side - 1, y0 + side - 1), 0, -1, cv2.LINE_8)
   s, c = side - 1, (side - 1) / 2.0
-  p = lambda fx, fy: (int(round(x0 + fx * s)), int(round(y0 + fy * s)))  # noqa: E731
+  p = lambda fx, fy: (int(round(x0 + fx * s)), int(round(y0 + fy * s)))
   thick = max(1, side // 8)
   if logo == 0:  # filled disc
     canvas.circle(p(0.5, 0.5), max(1, int(round(c * 0.7))), ink, -1, cv2.LINE_8)
@@ -120,7 +120,7 @@ def _random_text(rng: np.random.Generator, kind: str) -> str:
 
 
 def _draw_text(
-  canvas: '_Painter', text: str, x0: int, y0: int, max_width: int, height: int, font: int, ink: int
+  canvas: _Painter, text: str, x0: int, y0: int, max_width: int, height: int, font: int, ink: int
 ) -> None:
   """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0), clipped to the box."""
   if max_width < 2 or height < 2:

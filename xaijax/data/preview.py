@@ -7,11 +7,11 @@ import os
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from xaijax import remedies  # noqa: E402
-from xaijax.data.defects import CLASS_NAMES  # noqa: E402
+from xaijax import remedies
+from xaijax.data.defects import CLASS_NAMES
 
 
 def first_of_each_class(split: dict, count: int = 1) -> np.ndarray:

@@ -15,8 +15,8 @@ Build your own with `Composite(...)` and `Rule(rules.some_rule, (('name', value)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+import dataclasses
 
 from xaijax.lrp import rules
 

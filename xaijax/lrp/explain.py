@@ -13,9 +13,9 @@ Under `jax.vmap` over stacked variables (one leading seed axis) it explains all 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import functools
 import inspect
-from collections.abc import Mapping
 from typing import Any
 
 import flax.struct

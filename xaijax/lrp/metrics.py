@@ -16,8 +16,8 @@ Relevance may be [N, H, W] or [N, H, W, C] (channels are summed); masks [N, H, W
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+import dataclasses
 
 import jax
 import jax.numpy as jnp

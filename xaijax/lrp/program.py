@@ -18,17 +18,17 @@ relevance through even where it saturates: the walk never uses the model's gradi
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
 from flax.linen.module import merge_param
+import jax
 from jax.extend import core as jax_core
 from jax.extend import source_info_util
+import jax.numpy as jnp
+import numpy as np
 
 from xaijax.lrp import canonize
 from xaijax.lrp.rules import AffineLayer

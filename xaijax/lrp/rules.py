@@ -26,8 +26,8 @@ The bias takes part in z wherever Zennit's does, so a layer keeps (absorbs) the 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import jax

@@ -23,7 +23,7 @@ def import_zennit():
   import torch  # pylint: disable=import-outside-toplevel
 
   try:
-    import torchvision.models.resnet  # pylint: disable=import-outside-toplevel,unused-import
+    pass  # pylint: disable=import-outside-toplevel,unused-import
   except Exception:  # pylint: disable=broad-except
     resnet = types.ModuleType('torchvision.models.resnet')
     resnet.Bottleneck = type('Bottleneck', (), {})

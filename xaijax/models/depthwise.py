@@ -28,13 +28,13 @@ How it is computed, and why (each choice measured on XLA:CPU):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 import itertools
-from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 Pads = tuple[tuple[int, int], ...]
 

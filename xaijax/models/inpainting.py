@@ -63,7 +63,7 @@ class UNetGenerator(nn.Module):
         f'U-Net of depth {self.depth} needs H and W divisible by {2**self.depth}, got '
         f'{height}x{width}; change gan.generator_depth or the resolution'
       )
-    width = lambda level: self.features * 2 ** min(level, 3)  # noqa: E731  (pix2pix stops at 8x)
+    width = lambda level: self.features * 2 ** min(level, 3)
     skips = []
     for level in range(self.depth):
       x = _ConvBlock(width(level))(x)

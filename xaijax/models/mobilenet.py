@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from xaijax.models.depthwise import shifted_conv_general_dilated
 from xaijax.models.pointwise import dot_conv_general_dilated

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 from xaijax.models.depthwise import is_channels_last
 

@@ -35,23 +35,23 @@ would have given.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 import optax
 import tqdm
-from flax import traverse_util
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xaijax import checkpoints as checkpoints_lib
 from xaijax import evaluation
@@ -122,7 +122,7 @@ class Settings:
   min_delta: float
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_optimizer(b1: float) -> optax.GradientTransformation:
   """Adam whose learning rate lives in the optimiser state, so every seed can have its own.
 
@@ -478,7 +478,7 @@ def _check_splits(
     raise ValueError('the validation split is empty; early stopping needs it.')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_preprocess(channels: int) -> Callable[[jax.Array], jax.Array]:
   """MobileNet's input preprocessing for `channels` input channels (one cached function)."""
   from xaijax.models import mobilenet  # imported late: the model module is optional here

@@ -150,7 +150,7 @@ class Models:
   ema_decay: float
 
   @classmethod
-  def from_config(cls, gan_config) -> 'Models':
+  def from_config(cls, gan_config) -> Models:
     optimizer = optax.adam(gan_config.learning_rate, b1=gan_config.b1, b2=gan_config.b2)
     return cls(
       inpainting.UNetGenerator(gan_config.generator_features, gan_config.generator_depth),
@@ -315,7 +315,7 @@ def fit(
   clean: np.ndarray | None = None,
   workdir: str | None = None,
   show_progress: bool = True,
-) -> tuple['Inpainter', list[dict]]:
+) -> tuple[Inpainter, list[dict]]:
   """Train the GAN; returns the fitted inpainter and the metrics (one dict per `log_every` steps).
 
   The inpainter holds the exponential moving average of the generator's weights (`gan.ema_decay`; 0 keeps
@@ -391,7 +391,7 @@ class Inpainter:
   batch_size: int = 64
 
   @classmethod
-  def from_config(cls, gan_config, params) -> 'Inpainter':
+  def from_config(cls, gan_config, params) -> Inpainter:
     return cls(
       params,
       int(gan_config.generator_features),
