@@ -1,4 +1,7 @@
-"""Run one case of the workflow: python main.py --config=configs/generative.py --workdir=runs/generative"""
+"""Run one case of the workflow.
+
+python main.py --config=configs/generative.py --workdir=runs/generative
+"""
 
 import logging
 
@@ -29,7 +32,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.getLogger('absl').addFilter(_QuietLibraries())
   if jax.default_backend() == 'cpu':
-    cpu_memory.keep_freed_memory()  # XLA:CPU's per-step temp buffer stays mapped (xaijax/cpu_memory.py)
+    # XLA:CPU's per-step temp buffer stays mapped (xaijax/cpu_memory.py).
+    cpu_memory.keep_freed_memory()
   workflow.run(_CONFIG.value, _WORKDIR.value)
 
 

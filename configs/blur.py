@@ -1,12 +1,11 @@
-"""Blur: Gaussian blur of the top and bottom strips (17x17, sigma 20 at 224 px, scaled with resolution).
-
+"""Blur: Gaussian blur of the top and bottom strips (17x17, sigma 20 at 224 px, scaled to size).
 
 python main.py --config=configs/blur.py --workdir=runs/blur
 python main.py --config=configs/blur.py:paper --workdir=runs/blur_paper
 """
 
-from configs import common
+from xaijax import case_config
 
 
 def get_config(arg=None):
-  return common.get_config(arg, remedy='blur')
+  return case_config.get_config(arg, remedy='blur')

@@ -1,12 +1,11 @@
 """Crop: cut the top and bottom strips off and resize the rest back to full size.
 
-
 python main.py --config=configs/crop.py --workdir=runs/crop
 python main.py --config=configs/crop.py:paper --workdir=runs/crop_paper
 """
 
-from configs import common
+from xaijax import case_config
 
 
 def get_config(arg=None):
-  return common.get_config(arg, remedy='crop')
+  return case_config.get_config(arg, remedy='crop')

@@ -4,8 +4,8 @@ python main.py --config=configs/original.py --workdir=runs/original
 python main.py --config=configs/original.py:paper --workdir=runs/original_paper
 """
 
-from configs import common
+from xaijax import case_config
 
 
 def get_config(arg=None):
-  return common.get_config(arg, remedy='none')
+  return case_config.get_config(arg, remedy='none')

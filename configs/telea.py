@@ -1,12 +1,11 @@
 """Telea: OpenCV's Telea inpainting of the overlay mask (beyond the paper).
 
-
 python main.py --config=configs/telea.py --workdir=runs/telea
 python main.py --config=configs/telea.py:paper --workdir=runs/telea_paper
 """
 
-from configs import common
+from xaijax import case_config
 
 
 def get_config(arg=None):
-  return common.get_config(arg, remedy='telea')
+  return case_config.get_config(arg, remedy='telea')

@@ -1,18 +1,15 @@
-"""Write PNG grids of the dataset: one example per class (paper Fig. 4), one image under every remedy (Fig. 5).
+"""PNG grids of the dataset: one example per class (paper Fig. 4), one image under every remedy
+(Fig. 5).
 
-python scripts/show_dataset.py --config=configs/original.py --out=runs/preview
+  python scripts/show_dataset.py --config=configs/original.py --out=runs/preview
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xaijax import data, workflow
+from xaijax import case_config, data
 from xaijax.data import preview
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -25,7 +22,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   splits = data.load_splits(config.data, splits=('train', 'test'))
-  for path in preview.write_previews(splits, _OUT.value, workflow.describe(config.data)):
+  for path in preview.write_previews(splits, _OUT.value, case_config.describe_data(config.data)):
     print(path)
 
 

@@ -1,6 +1,4 @@
 import os
-import sys
 
-# Tests run on the CPU whatever the machine has; keep XLA from grabbing every core's worth of threads badly.
+# Tests run on the CPU whatever the machine has, so they give the same numbers everywhere.
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -13,12 +13,12 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from xaijax import checkpoints, evaluation
-from xaijax.training import classifier
+from xaijax import case_config, checkpoints, evaluation
+from xaijax.models import registry
+from xaijax.training import classifier, per_seed, seed_runners
 from xaijax.training.early_stopping import init_early_stopping, update_early_stopping
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,9 +75,8 @@ def make_splits():
 
 
 def base_config(**train_overrides):
-  config = ml_collections.ConfigDict()
-  config.model = ml_collections.ConfigDict({'num_classes': NUM_CLASSES, 'channels': 1})
-  config.train = classifier.default_train_config()
+  config = case_config.get_config('paper')
+  config.model.update(num_classes=NUM_CLASSES, channels=1)
   config.train.update(
     seeds=3,
     batch_size=8,
@@ -87,6 +86,7 @@ def base_config(**train_overrides):
     checkpoint_every=2,
     eval_batch_size=16,
     progress_bar=False,
+    tensorboard=False,
   )
   config.train.update(train_overrides)
   return config
@@ -97,10 +97,12 @@ def mlp_config(**train_overrides):
   return base_config(**{'seeds': 2, 'epochs': 8, **train_overrides})
 
 
+def tiny(model=None):
+  return registry.Classifier(model or TinyCNN(), to_model_input)
+
+
 def train(config, workdir, model=None, **kwargs):
-  return classifier.train_classifier(
-    config, make_splits(), str(workdir), model or TinyCNN(), preprocess=to_model_input, **kwargs
-  )
+  return classifier.train_classifier(config, make_splits(), str(workdir), tiny(model), **kwargs)
 
 
 def assert_same_result(actual, expected, exact=True):
@@ -240,7 +242,7 @@ def test_resume_with_the_other_seed_strategy(reference, killed_workdir, tmp_path
 
 def test_workdir_of_another_setup_is_refused(reference):
   workdir, _ = reference
-  with pytest.raises(ValueError, match='different setup.*train'):
+  with pytest.raises(ValueError, match=r'different setup.*train'):
     train(base_config(learning_rate=0.5), workdir)
 
 
@@ -277,7 +279,10 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
     match=r'seed 0 .*epoch 3, step 1 .*last good checkpoint \(epoch 2\)',
   ):
     classifier.train_classifier(
-      mlp_config(learning_rate=1e-2), make_splits(), str(tmp_path), TinyMLP(), preprocess=nan_images
+      mlp_config(learning_rate=1e-2),
+      make_splits(),
+      str(tmp_path),
+      registry.Classifier(TinyMLP(), nan_images),
     )
   saved = checkpoints.PeriodicCheckpoints(os.path.join(tmp_path, classifier.CHECKPOINTS_DIR))
   assert saved.latest_epoch() == 2
@@ -297,8 +302,8 @@ def test_early_stopping_stops_a_stalled_seed_while_another_goes_on(tmp_path):
   assert result.epochs_run > 3 and np.isfinite(result.validation_f1[1, 3])
   assert result.stopped_epoch[1] == 0 or result.stopped_epoch[1] > 3
   assert result.best_validation_f1[1] > result.best_validation_f1[0]
-  settings = classifier.make_settings(config.train, TinyMLP(), to_model_input, NUM_CLASSES)
-  initial = classifier.init_seed_states(
+  settings = per_seed.make_settings(config.train, tiny(TinyMLP()), NUM_CLASSES)
+  initial = seed_runners.init_seed_states(
     [0], [0.0], make_splits()['train']['image'][:1], settings=settings, max_epochs=8
   )
   jax.tree.map(
@@ -336,9 +341,9 @@ def test_initial_variables_are_where_every_seed_starts(tmp_path):
 
 
 def test_a_stopped_seed_does_not_change_while_the_others_train():
-  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input, NUM_CLASSES)
+  settings = per_seed.make_settings(base_config().train, tiny(), NUM_CLASSES)
   splits = make_splits()
-  state = classifier.init_seed_states(
+  state = seed_runners.init_seed_states(
     [0, 1],
     [3e-2, 3e-2],
     splits['train']['image'][:1],
@@ -347,9 +352,9 @@ def test_a_stopped_seed_does_not_change_while_the_others_train():
     active=[True, False],
   )
   train_data = {'image': splits['train']['image'], 'label': splits['train']['label']}
-  validation_data = classifier.prepare_eval_data(splits['validation'], 16)
+  validation_data = per_seed.prepare_eval_data(splits['validation'], 16)
   new_state, metrics = jax.jit(
-    functools.partial(classifier.run_epoch_all_seeds, settings=settings)
+    functools.partial(seed_runners.run_epoch_all_seeds, settings=settings)
   )(state, train_data, validation_data, jnp.int32(1))
   stopped = lambda tree: jax.tree.map(lambda x: np.asarray(x[1]), tree)
   jax.tree.map(np.testing.assert_array_equal, stopped(new_state), stopped(state))
@@ -391,13 +396,13 @@ def test_early_stopping_follows_the_keras_rules(trial):
 
 
 def test_train_step_is_pure_and_lowers_the_loss_on_a_fixed_batch():
-  settings = classifier.make_settings(base_config().train, TinyCNN(), to_model_input, NUM_CLASSES)
+  settings = per_seed.make_settings(base_config().train, tiny(), NUM_CLASSES)
   splits = make_splits()
-  state = classifier.init_seed_state(
+  state = per_seed.init_seed_state(
     jax.random.PRNGKey(0), 3e-2, splits['train']['image'][:1], settings=settings, max_epochs=1
   )
   batch = {'image': splits['train']['image'][:16], 'label': splits['train']['label'][:16]}
-  step = jax.jit(functools.partial(classifier.train_step, settings=settings))
+  step = jax.jit(functools.partial(per_seed.train_step, settings=settings))
   first, first_metrics = step(state, batch)
   again, _ = step(state, batch)
   jax.tree.map(np.testing.assert_array_equal, first['params'], again['params'])
@@ -421,9 +426,7 @@ def test_bad_splits_are_explained(splits_change, message, tmp_path):
   splits = make_splits()
   splits_change(splits)
   with pytest.raises(ValueError, match=message):
-    classifier.train_classifier(
-      base_config(), splits, str(tmp_path), TinyCNN(), preprocess=to_model_input
-    )
+    classifier.train_classifier(base_config(), splits, str(tmp_path), tiny())
 
 
 def test_bad_config_is_explained(tmp_path):
@@ -504,11 +507,12 @@ def test_mobilenet_at_a_tiny_size_trains(tmp_path):
   assert result.epochs_run == 1 and np.isfinite(result.validation_f1).all()
   assert result.variables['params']['conv_preds']['kernel'].shape[::2] == (1, NUM_CLASSES)
   assert 'conv_dw_13_bn' in result.variables['batch_stats']
+  mobilenet = registry.build(config.model)
   logits = evaluation.predict(
-    classifier.default_model(config.model),
+    mobilenet.module,
     result.variables,
     splits['validation']['image'],
-    preprocess=classifier.default_preprocess(1),
+    preprocess=mobilenet.preprocess,
   )
   assert logits.shape == (1, 24, NUM_CLASSES)
   np.testing.assert_allclose(

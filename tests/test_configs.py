@@ -2,7 +2,7 @@ import importlib
 
 import pytest
 
-from configs import common
+from xaijax import case_config
 
 CASES = ['original', 'blur', 'crop', 'black_stripe', 'telea', 'generative']
 
@@ -18,7 +18,7 @@ def test_every_case_builds_cpu_and_paper_configs(case):
 
 
 def test_arg_options_land_in_the_config():
-  config = common.get_config(
+  config = case_config.get_config(
     'paper,data=gc10_det,manual_dir=/data/gc10,resolution=96,overlay_mode=random,seeds=7'
   )
   assert config.train.seeds == 7 and config.train.epochs == 450
@@ -28,14 +28,14 @@ def test_arg_options_land_in_the_config():
 
 def test_unknown_or_malformed_options_are_errors():
   with pytest.raises(ValueError, match="unknown config option 'sedes'"):
-    common.get_config('sedes=3')
+    case_config.get_config('sedes=3')
   with pytest.raises(ValueError, match='needs a value'):
-    common.get_config('resolution')
+    case_config.get_config('resolution')
   with pytest.raises(ValueError, match='not a valid int'):
-    common.get_config('resolution=big')
+    case_config.get_config('resolution=big')
 
 
 def test_a_typo_in_a_config_key_is_an_error():
-  config = common.get_config()
+  config = case_config.get_config()
   with pytest.raises(AttributeError):
     config.data.resolutoin  # noqa: B018

@@ -246,7 +246,7 @@ def test_vmap_over_stacked_seeds_matches_one_seed_at_a_time():
   stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *seeds)
   model = SmallCnn()
   for composite in ('epsilon', 'epsilon_gamma_box'):
-    together = jax.vmap(lambda v: lrp.explain(model, v, x, composite=composite))(stacked)
+    together = jax.vmap(lambda v, c=composite: lrp.explain(model, v, x, composite=c))(stacked)
     assert together.shape == (3,) + x.shape
     for index, variables in enumerate(seeds):
       np.testing.assert_allclose(
@@ -260,7 +260,7 @@ def test_vmap_over_stacked_seeds_matches_one_seed_at_a_time():
 def test_explain_is_compiled_once_per_model_composite_and_shape():
   x = jax.random.uniform(jax.random.key(8), (2, 9, 9, 1), jnp.float64, -1.0, 1.0)
   model = SmallCnn()
-  explain_module = __import__('sys').modules['xaijax.lrp.explain']
+  explain_module = lrp.attribution
   traces = []
   original = explain_module.propagate
 
@@ -303,7 +303,7 @@ def test_unsupported_layer_raises_an_error_naming_it():
 def test_unsupported_operation_raises_an_error_naming_it_and_where():
   x = images((2, 5))
   model = Squaring()
-  with pytest.raises(lrp.UnsupportedModelError, match='`mul` of two activations.*Squaring'):
+  with pytest.raises(lrp.UnsupportedModelError, match=r'`mul` of two activations.*Squaring'):
     lrp.explain(model, model.init(jax.random.key(0), x), x)
 
 

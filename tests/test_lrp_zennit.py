@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from xaijax import lrp
-from xaijax.lrp import torch_reference
 from xaijax.models.mobilenet import MobileNet
+from xaijax.testing import torch_reference
 
 try:
   torch, zennit = torch_reference.import_zennit()
@@ -45,7 +45,7 @@ def networks():
       return jax.random.uniform(next(keys), leaf.shape, leaf.dtype, low, high)
 
     variables = jax.tree_util.tree_map_with_path(draw, variables)
-  torch_model = torch_reference.torch_mobilenet(torch, CLASSES, 0.25, 1, 33).double()
+  torch_model = torch_reference.torch_mobilenet(torch, CLASSES, 0.25, 1, 33).double().eval()
   torch_reference.load_flax_weights(torch, torch_model, variables)
   return model, variables, x, torch_model
 

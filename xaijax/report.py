@@ -10,13 +10,16 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 
-from xaijax import workflow
+from xaijax import case_config
+from xaijax.workdir import REPORT_FILE, RESULTS_FILE, write_json
 
+# The test sets every case is scored on (Reveal2Revise's three), and how the report names them.
 SPLIT_TITLES = {
   'test': 'test (as distributed)',
   'test_clean': 'test, overlays removed',
   'test_attacked': "test, wrong class's logo",
 }
+TEST_SPLITS = tuple(SPLIT_TITLES)
 
 
 def write_validation_curves(path: str, validation_f1: np.ndarray, seeds, title: str) -> None:
@@ -62,11 +65,11 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
   )
   results = {
     'case': case,
-    'dataset': workflow.describe(config.data),
+    'dataset': case_config.describe_data(config.data),
     'seeds': [int(s) for s in result.seeds],
     'epochs_run': int(result.epochs_run),
     'best_epoch': [int(e) for e in result.best_epoch],
-    'splits': {name: score_row(evaluation[name]) for name in workflow.TEST_SPLITS},
+    'splits': {name: score_row(evaluation[name]) for name in TEST_SPLITS},
     'relevance_mass_in_overlay': explanation['relevance_mass_in_overlay'],
     'relevance_mass_in_strips': explanation['relevance_mass_in_strips'],
     'relevance_mass_in_defect': explanation['relevance_mass_in_defect'],
@@ -81,13 +84,14 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
   }
   if 'inpainting' in stages:
     results['inpainting'] = stages['inpainting']
-  workflow.write_json(os.path.join(workdir, 'results.json'), results)
+  write_json(os.path.join(workdir, RESULTS_FILE), results)
 
   lines = [
     f'# Case `{case}`',
     '',
     f'Dataset: {results["dataset"]}; remedy: `{config.remedy.name}` '
-    f'(region: {config.remedy.region}); {len(result.seeds)} seeds; {results["epochs_run"]} epochs run; '
+    f'(region: {config.remedy.region}); {len(result.seeds)} seeds; '
+    f'{results["epochs_run"]} epochs run; '
     f'wall time {results["wall_time_seconds"]["total"]:.0f} s.',
     '',
     '## Test scores (macro, mean ± std over seeds)',
@@ -95,7 +99,7 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     '| test set | F1 | recall | precision |',
     '|---|---|---|---|',
   ]
-  for name in workflow.TEST_SPLITS:
+  for name in TEST_SPLITS:
     row = results['splits'][name]
     lines.append(
       f'| {SPLIT_TITLES[name]} | {pm(row["f1"])} | {pm(row["recall"])} | {pm(row["precision"])} |'
@@ -142,6 +146,6 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     '![remedies](dataset_remedies.png)',
     '',
   ]
-  with open(os.path.join(workdir, 'report.md'), 'w') as f:
+  with open(os.path.join(workdir, REPORT_FILE), 'w') as f:
     f.write('\n'.join(lines))
   return results

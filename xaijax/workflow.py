@@ -1,5 +1,5 @@
-"""The workflow of one case, stage by stage; each stage writes into the workdir and is skipped on a rerun
-when its output is there, so a killed run resumes instead of starting over.
+"""The workflow of one case, stage by stage; each stage writes into the workdir and is skipped on a
+rerun when its output is there, so a killed run resumes instead of starting over.
 
     dataset -> remedy (fit the inpainter first for `generative`) -> train N seeds -> evaluate
     (test, test_clean, test_attacked) -> explain (LRP; relevance share in the overlay) -> report
@@ -7,7 +7,6 @@ when its output is there, so a killed run resumes instead of starting over.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -15,59 +14,29 @@ from absl import logging
 import jax
 import numpy as np
 
-from xaijax import data, remedies
+from xaijax import case_config, data, evaluation, remedies, report
 from xaijax.data import CLASS_NAMES, preview
 from xaijax.data.overlays import strip_mask
-
-TEST_SPLITS = ('test', 'test_clean', 'test_attacked')
-REMEDY_NAMES = tuple(remedies.REMEDIES)
-
-
-def write_json(path: str, payload) -> None:
-  """Write then rename, so a run killed mid-write never leaves a half file that a rerun would trust."""
-  partial = path + '.partial'
-  with open(partial, 'w') as f:
-    json.dump(payload, f, indent=2)
-  os.replace(partial, path)
-
-
-def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
-
-
-def describe(data_config) -> str:
-  return f'{data_config.name}, {data_config.resolution} px, overlays: {data_config.overlay_mode}'
-
-
-def validate(config) -> None:
-  """Fail at start, saying what to change, rather than an hour into a run."""
-  problems = []
-  if config.data.resolution < 32:
-    problems.append(f'data.resolution={config.data.resolution}: MobileNet needs at least 32 px')
-  if config.remedy.name not in REMEDY_NAMES:
-    problems.append(f'remedy.name={config.remedy.name!r}: choose one of {REMEDY_NAMES}')
-  if config.remedy.region not in ('strips', 'mask'):
-    problems.append(f"remedy.region={config.remedy.region!r}: choose 'strips' or 'mask'")
-  train = config.train
-  for key in ('epochs', 'batch_size', 'patience'):
-    if int(train[key]) < 1:
-      problems.append(f'train.{key}={train[key]}: must be at least 1')
-  if isinstance(train.seeds, int) and train.seeds < 1:
-    problems.append(f'train.seeds={train.seeds}: must be at least 1')
-  if not train.learning_rate > 0:
-    problems.append(f'train.learning_rate={train.learning_rate}: must be positive')
-  if config.model.init_from and not os.path.isfile(os.path.expanduser(config.model.init_from)):
-    problems.append(f'model.init_from={config.model.init_from!r}: no such file')
-  if problems:
-    raise ValueError('bad config:\n  ' + '\n  '.join(problems))
+from xaijax.models import registry
+from xaijax.workdir import (
+  CLASSIFIER_DIR,
+  CONFIG_FILE,
+  DATASET_FILE,
+  EVALUATION_FILE,
+  EXPLANATION_FILE,
+  REMEDIED_IMAGES_FILE,
+  TIMINGS_FILE,
+  read_json,
+  write_json,
+)
 
 
 class Timings:
-  """Seconds spent per stage, kept in timings.json so a resumed run still reports its whole wall time."""
+  """Seconds spent per stage, kept in timings.json so a resumed run still reports its whole wall
+  time."""
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, 'timings.json')
+    self.path = os.path.join(workdir, TIMINGS_FILE)
     self.seconds = read_json(self.path) if os.path.exists(self.path) else {}
 
   def add(self, stage: str, seconds: float) -> None:
@@ -79,13 +48,13 @@ def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
   """Build (or reuse) the dataset; write dataset.json and the preview PNGs once."""
   start = time.time()
   splits = data.load_splits(config.data)
-  summary_path = os.path.join(workdir, 'dataset.json')
+  summary_path = os.path.join(workdir, DATASET_FILE)
   if not os.path.exists(summary_path):
-    figures = preview.write_previews(splits, workdir, describe(config.data))
+    figures = preview.write_previews(splits, workdir, case_config.describe_data(config.data))
     write_json(
       summary_path,
       {
-        'dataset': describe(config.data),
+        'dataset': case_config.describe_data(config.data),
         'seconds_to_build_or_load': round(time.time() - start, 2),
         'images_per_split': {name: int(len(s['label'])) for name, s in splits.items()},
         'images_per_class': {
@@ -108,10 +77,10 @@ def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
 def remedy_stage(config, splits: dict, workdir: str) -> dict[str, dict[str, np.ndarray]]:
   """Apply the case's remedy to the images of every split (cached in remedied_images.npz).
 
-  Every other key (clean image, masks, labels) is kept, so later stages can still measure relevance on
-  the overlay's pixels after the overlay was removed.
+  Every other key (clean image, masks, labels) is kept, so later stages can still measure relevance
+  on the overlay's pixels after the overlay was removed.
   """
-  path = os.path.join(workdir, 'remedied_images.npz')
+  path = os.path.join(workdir, REMEDIED_IMAGES_FILE)
   if os.path.exists(path):
     with np.load(path) as cached:
       return {name: {**split, 'image': cached[name]} for name, split in splits.items()}
@@ -134,13 +103,14 @@ def fitted_inpainter(config, splits: dict, workdir: str):
   from xaijax.training import gan
 
   return gan.fit_or_load_for_case(
-    config, splits['train'], workdir, show_progress=bool(config.train.get('progress_bar', True))
+    config, splits['train'], workdir, show_progress=bool(config.train.progress_bar)
   )
 
 
 def inpainting_stage(config, splits: dict, workdir: str) -> dict:
-  """How well each remover restores the clean test images, inside the mask and overall (generative case,
-  synthetic data only, where the clean truth exists): inpainting_quality.json and inpainting_grid.png."""
+  """How well each remover restores the clean test images, inside the mask and overall (generative
+  case, synthetic data only, where the clean truth exists): inpainting_quality.json and
+  inpainting_grid.png."""
   from xaijax import inpainting_quality
   from xaijax.training import gan
 
@@ -157,56 +127,43 @@ def inpainting_stage(config, splits: dict, workdir: str) -> dict:
   )
 
 
-def model_and_preprocess(config):
-  from xaijax.training import classifier
-
-  return classifier.default_model(config.model), classifier.default_preprocess(
-    int(config.model.channels)
-  )
-
-
-def initial_variables(config, model):
+def initial_variables(config, classifier: registry.Classifier):
   """Pretrained weights from `model.init_from` (a Keras MobileNet file), or None."""
   if not config.model.init_from:
     return None
   from xaijax.models import keras_import
 
-  template = model.init(
-    jax.random.PRNGKey(0),
-    np.zeros(
-      (1, config.data.resolution, config.data.resolution, int(config.model.channels)), np.float32
-    ),
-    train=False,
+  resolution, channels = config.data.resolution, int(config.model.channels)
+  template = classifier.module.init(
+    jax.random.PRNGKey(0), np.zeros((1, resolution, resolution, channels), np.float32), train=False
   )
   return keras_import.load_keras_mobilenet(os.path.expanduser(config.model.init_from), template)
 
 
 def train_stage(config, splits: dict, workdir: str):
-  from xaijax.training import classifier
+  from xaijax.training import classifier as classifier_training
 
-  model, _ = model_and_preprocess(config)
-  return classifier.train_classifier(
+  classifier = registry.build(config.model)
+  return classifier_training.train_classifier(
     config,
     {'train': splits['train'], 'validation': splits['validation']},
-    os.path.join(workdir, 'classifier'),
-    model,
-    initial_variables=initial_variables(config, model),
+    os.path.join(workdir, CLASSIFIER_DIR),
+    classifier,
+    initial_variables=initial_variables(config, classifier),
   )
 
 
 def evaluate_stage(config, splits: dict, result, workdir: str) -> dict:
   """Macro F1, precision and recall of every seed on the three test sets (evaluation.json)."""
-  path = os.path.join(workdir, 'evaluation.json')
+  path = os.path.join(workdir, EVALUATION_FILE)
   if os.path.exists(path):
     return read_json(path)
-  from xaijax import evaluation
-
-  model, preprocess = model_and_preprocess(config)
+  classifier = registry.build(config.model)
   scores = evaluation.evaluate_splits(
-    model,
+    classifier.module,
     result.variables,
-    {name: splits[name] for name in TEST_SPLITS},
-    preprocess=preprocess,
+    {name: splits[name] for name in report.TEST_SPLITS},
+    preprocess=classifier.preprocess,
     num_classes=int(config.model.num_classes),
     batch_size=int(config.train.eval_batch_size),
   )
@@ -226,13 +183,14 @@ def _mean_std(values: np.ndarray) -> dict:
 def explain_stage(config, splits: dict, result, workdir: str) -> dict:
   """LRP on the test images for every seed: the share of positive relevance on the overlay's pixels,
   on the strips and on the defect; heatmap grids of the best seed (explanation.json, lrp_*.png)."""
-  path = os.path.join(workdir, 'explanation.json')
+  path = os.path.join(workdir, EXPLANATION_FILE)
   if os.path.exists(path):
     return read_json(path)
   from xaijax import lrp
   from xaijax.lrp import heatmaps, metrics
 
-  model, preprocess = model_and_preprocess(config)
+  classifier = registry.build(config.model)
+  model, preprocess = classifier.module, classifier.preprocess
   test = splits['test']
   batch = int(config.lrp.batch_size)
   composite, epsilon = config.lrp.composite, float(config.lrp.epsilon)
@@ -291,9 +249,11 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
 
 
 def run(config, workdir: str) -> dict:
-  validate(config)
+  """Every stage of the case `config` describes, in `workdir`; returns what results.json holds."""
+  case_config.validate(config)
+  registry.build(config.model)  # a user's classifier that cannot be built fails now, not later
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   timings = Timings(workdir)
   stages = {}
@@ -312,8 +272,6 @@ def run(config, workdir: str) -> dict:
   result = timed('train', train_stage, config, splits, workdir)
   timed('evaluate', evaluate_stage, config, splits, result, workdir)
   timed('explain', explain_stage, config, splits, result, workdir)
-  from xaijax import report
-
   results = report.write_case_report(config, workdir, result, stages, timings.seconds)
   logging.info('done: %s', workdir)
   return results

@@ -1,16 +1,30 @@
-"""Zennit (PyTorch) as an outside reference for xaijax.lrp: same MobileNet, same weights, same
-composites. Used by the cross-check test and the benchmark; torch and zennit are optional
-(`pip install torch==2.13.0 zennit`) and imported only here, only when called.
+"""PyTorch and Zennit as outside references: the same MobileNet, the same weights, the same LRP
+composites. Used by the Zennit cross-check test and the benchmarks, never by the library itself;
+torch and zennit are optional (`pip install -r requirements-reference.txt`) and imported only
+here, only when called.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 
 import numpy as np
 
 from xaijax.models.mobilenet import BLOCKS
+
+
+def import_torch():
+  """The torch module, or an exit naming the requirements file that installs it."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise SystemExit(
+      'This reference needs PyTorch, an optional dependency: '
+      'pip install -r requirements-reference.txt'
+    ) from error
+  return torch
 
 
 def import_zennit():
@@ -43,7 +57,8 @@ def import_zennit():
 
 
 def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, resolution: int):
-  """MobileNet v1 as `xaijax.models.mobilenet.MobileNet` builds it (Keras' padding), eval mode.
+  """MobileNet v1 as `xaijax.models.mobilenet.MobileNet` builds it (Keras' padding and BatchNorm
+  settings), in training mode: call `.eval()` for inference and LRP.
 
   The first convolution pads 'SAME' for `resolution`: inside the Conv2d where that padding is
   symmetric (odd sizes), else by a separate bottom/right padding module. Zennit's input-layer
@@ -62,7 +77,9 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, resolu
     layers = [nn.Conv2d(channels, width, 3, stride=2, padding=total_pad // 2, bias=False)]
   else:
     layers = [PadBottomRight(), nn.Conv2d(channels, width, 3, stride=2, bias=False)]
-  layers += [nn.BatchNorm2d(width, eps=1e-3), nn.ReLU6()]
+  # Keras' BatchNorm momentum 0.99 is PyTorch's 0.01 (the weight of the new batch).
+  batch_norm = functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+  layers += [batch_norm(width), nn.ReLU6()]
   for filters, stride in BLOCKS:
     if stride == 2:
       layers += [PadBottomRight(), nn.Conv2d(width, width, 3, stride=2, groups=width, bias=False)]
@@ -70,15 +87,15 @@ def torch_mobilenet(torch, num_classes: int, alpha: float, channels: int, resolu
       layers += [nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)]
     out = int(filters * alpha)
     layers += [
-      nn.BatchNorm2d(width, eps=1e-3),
+      batch_norm(width),
       nn.ReLU6(),
       nn.Conv2d(width, out, 1, bias=False),
-      nn.BatchNorm2d(out, eps=1e-3),
+      batch_norm(out),
       nn.ReLU6(),
     ]
     width = out
   layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(1e-3), nn.Linear(width, num_classes)]
-  return nn.Sequential(*layers).eval()
+  return nn.Sequential(*layers)
 
 
 def load_flax_weights(torch, torch_model, variables) -> None:

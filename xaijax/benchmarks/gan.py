@@ -5,7 +5,7 @@
 Each generator (`features x depth`) gets a training stepper (one jitted discriminator + generator
 update, `xaijax.training.gan.jitted_train_step`, on overlay-shaped holes) and an inpainting stepper
 (`Inpainter` on a batch of uint8 images). All run in their own worker process and take turns
-(`benchmark.time_interleaved`), so the ratios (`vs_first`: seconds per step over the first
+(`timing.time_interleaved`), so the ratios (`vs_first`: seconds per step over the first
 generator's) hold on a loaded machine.
 """
 
@@ -15,6 +15,8 @@ import functools
 
 import jax
 import numpy as np
+
+from xaijax.benchmarks.timing import emit, time_interleaved
 
 
 def _data(args):
@@ -93,8 +95,6 @@ def _generators(text: str) -> list[tuple[int, int]]:
 
 
 def run_gan(args) -> None:
-  import benchmark  # pylint: disable=import-outside-toplevel
-
   generators = _generators(args.generators)
   factories = {}
   for kind, stepper in (('train', gan_train_stepper), ('inpaint', gan_inpaint_stepper)):
@@ -102,7 +102,7 @@ def run_gan(args) -> None:
       factories[f'gan_{kind}_f{features}_d{depth}'] = functools.partial(
         stepper, features=features, depth=depth
       )
-  seconds = benchmark.time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
+  seconds = time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
   for name, per_step in seconds.items():
     kind = name.split('_')[1]
     first = f'gan_{kind}_f{generators[0][0]}_d{generators[0][1]}'
@@ -116,7 +116,7 @@ def run_gan(args) -> None:
     for key in ('resolution', 'batch', 'mode', 'repeats', 'steps', 'keep_freed_memory'):
       record[key] = getattr(args, key)
     record['device'] = jax.devices()[0].platform
-    benchmark.emit(record)
+    emit(record)
 
 
 def add_gan(subparsers) -> None:

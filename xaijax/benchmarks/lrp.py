@@ -3,21 +3,24 @@
   python scripts/benchmark.py lrp --resolution 224 --alpha 1.0 --batch 16 \
       --composites epsilon,epsilon_plus --reference zennit
 
-Every stepper runs in its own worker process and they take turns (`benchmark.time_interleaved`),
+Every stepper runs in its own worker process and they take turns (`timing.time_interleaved`),
 so the ratios (`vs_forward`: seconds per batch over the same framework's forward pass) hold on a
 loaded machine. The Zennit side is the same network in PyTorch with the same weights
-(`xaijax.lrp.torch_reference`); `--check-agreement` also reports how far its heatmaps are from
+(`xaijax.testing.torch_reference`); `--check-agreement` also reports how far its heatmaps are from
 ours on the benchmark batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from xaijax.benchmarks.timing import emit, time_interleaved
 
 NUM_CLASSES = 10
 
@@ -64,7 +67,7 @@ def flax_lrp_stepper(args, composite):
 
 
 def _torch_side(args):
-  from xaijax.lrp import torch_reference  # pylint: disable=import-outside-toplevel
+  from xaijax.testing import torch_reference  # pylint: disable=import-outside-toplevel
 
   torch, zennit = torch_reference.import_zennit()
   if args.torch_threads:
@@ -72,7 +75,7 @@ def _torch_side(args):
   images, targets, _, variables = _batch(args)
   model = torch_reference.torch_mobilenet(
     torch, NUM_CLASSES, args.alpha, args.channels, args.resolution
-  )
+  ).eval()
   torch_reference.load_flax_weights(torch, model, variables)
   return torch, zennit, torch_reference, model, images, targets
 
@@ -99,10 +102,8 @@ def zennit_lrp_stepper(args, composite):
 def _versions(names):
   versions = {}
   for name in names:
-    try:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
       versions[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      pass
   return versions
 
 
@@ -122,14 +123,12 @@ def _agreement(args, composite):
 
 
 def run_lrp(args) -> None:
-  import benchmark  # pylint: disable=import-outside-toplevel
-
   composites = [c for c in args.composites.split(',') if c]
   factories = {'flax_mobilenet_forward': flax_forward_stepper}
   for composite in composites:
     factories[f'flax_lrp_{composite}'] = functools.partial(flax_lrp_stepper, composite=composite)
   if args.reference == 'zennit':
-    from xaijax.lrp import torch_reference  # pylint: disable=import-outside-toplevel
+    from xaijax.testing import torch_reference  # pylint: disable=import-outside-toplevel
 
     torch_reference.import_zennit()  # fail early, before any worker starts
     factories['torch_mobilenet_forward'] = torch_forward_stepper
@@ -137,7 +136,7 @@ def run_lrp(args) -> None:
       factories[f'zennit_lrp_{composite}'] = functools.partial(
         zennit_lrp_stepper, composite=composite
       )
-  seconds = benchmark.time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
+  seconds = time_interleaved(factories, args, args.warmup, args.repeats, args.steps)
   versions = _versions(['jax', 'jaxlib', 'flax', 'torch', 'zennit'])
   for name, per_step in seconds.items():
     forward = 'flax_mobilenet_forward' if name.startswith('flax') else 'torch_mobilenet_forward'
@@ -165,10 +164,10 @@ def run_lrp(args) -> None:
     else:
       record.update(device='cpu', threads=args.torch_threads or 'default')
     record['versions'] = versions
-    benchmark.emit(record)
+    emit(record)
   if args.check_agreement and args.reference == 'zennit':
     for composite in composites:
-      benchmark.emit(
+      emit(
         {
           'name': f'agreement_{composite}',
           'max_abs_difference_over_max_abs': _agreement(args, composite),

@@ -1,0 +1,1 @@
+"""Speed measurements behind `scripts/benchmark.py`, one module per workload."""

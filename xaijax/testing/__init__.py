@@ -1,0 +1,1 @@
+"""Outside references the tests and benchmarks compare xaijax against (optional dependencies)."""
