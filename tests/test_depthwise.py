@@ -1,4 +1,7 @@
-"""shifted_conv_general_dilated against lax.conv_general_dilated (float64), forward and gradients."""
+"""shifted_conv_general_dilated against lax.conv_general_dilated (float64).
+
+Forward and gradients.
+"""
 
 import flax.linen as nn
 import jax

@@ -67,7 +67,9 @@ def test_weights_drop_padded_samples():
 def test_macro_scores_batch_over_seeds_under_jit():
   rng = np.random.default_rng(0)
   pairs = [_random_predictions(rng, 50) for _ in range(3)]
-  confusions = jnp.stack([evaluation.confusion_matrix(l, p, NUM_CLASSES) for l, p in pairs])
+  confusions = jnp.stack(
+    [evaluation.confusion_matrix(labels, predictions, NUM_CLASSES) for labels, predictions in pairs]
+  )
   batched = jax.jit(evaluation.macro_scores)(confusions)
   for seed, (labels, predictions) in enumerate(pairs):
     expected = sk.f1_score(labels, predictions, average='macro', zero_division=0)

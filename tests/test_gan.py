@@ -81,7 +81,8 @@ def test_self_supervised_examples_roll_the_image_and_keep_the_borrowed_hole_off_
   for image, out, region, out_region, hole, donor in zip(
     images, rolled, own, regions, holes, donors
   ):
-    # Slow reference: the one vertical roll of the image that gives the output; the region moved with it.
+    # Slow reference: the one vertical roll of the image that gives the output; the region moved
+    # with it.
     rows = [
       r
       for r in range(SIZE)
@@ -172,7 +173,7 @@ def test_a_training_step_moves_every_network_and_averages_the_generator():
 
 
 def test_fit_writes_metrics_and_a_checkpoint_that_a_rerun_reuses(tmp_path, monkeypatch):
-  images, mask, clean = tiny_data()
+  images, mask, _ = tiny_data()
   config = tiny_config()
   directory = tmp_path / 'generator'
   inpainter = gan.fit_or_load(
@@ -215,10 +216,10 @@ def test_non_finite_loss_stops_training_naming_the_step():
 
 
 def test_bad_inputs_are_explained():
-  images, mask, clean = tiny_data()
+  images, mask, _ = tiny_data()
   with pytest.raises(ValueError, match='needs the clean images'):
     gan.fit(tiny_config(mode='paired'), images, mask, show_progress=False)
-  with pytest.raises(ValueError, match='gan.mode must be one of'):
+  with pytest.raises(ValueError, match=r'gan\.mode must be one of'):
     gan.fit(tiny_config(mode='pix2pix'), images, mask, show_progress=False)
   with pytest.raises(ValueError, match='every region is empty'):
     gan.fit(tiny_config(), images, np.zeros_like(mask), show_progress=False)

@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from configs import common
-from xaijax import data
+from xaijax import case_config, data
 from xaijax.data import gc10
 
 VOC = """<annotation><filename>{name}</filename><size><width>96</width><height>48</height></size>
@@ -68,7 +67,7 @@ def fake_gc10(tmp_path):
 
 
 def gc10_config(tmp_path, manual_dir, **overrides):
-  config = common.get_config(f'data=gc10_det,manual_dir={manual_dir},resolution=32').data
+  config = case_config.get_config(f'data=gc10_det,manual_dir={manual_dir},resolution=32').data
   config.data_dir = str(tmp_path / 'tfds')
   config.update(overrides)
   return config
@@ -103,7 +102,7 @@ def test_boxes_of_the_folder_class_only_and_the_misspelt_label(fake_gc10):
 def test_corrupt_image_is_an_error_naming_it_or_skipped_when_asked(tmp_path, fake_gc10, caplog):
   bad = fake_gc10 / '3' / 'broken.jpg'
   bad.write_bytes(b'\xff\xd8 this is not a jpeg')
-  with pytest.raises(gc10.Gc10LayoutError, match='broken.jpg'):
+  with pytest.raises(gc10.Gc10LayoutError, match=r'broken\.jpg'):
     data.load_splits(gc10_config(tmp_path, fake_gc10))
   with caplog.at_level(logging.WARNING):
     splits = data.load_splits(gc10_config(tmp_path, fake_gc10, on_corrupt='skip'))
@@ -118,16 +117,16 @@ def test_unknown_label_name_is_an_error(fake_gc10):
 
 
 def test_wrong_folder_missing_class_and_empty_class_are_clear_errors(tmp_path, fake_gc10):
-  with pytest.raises(gc10.Gc10LayoutError, match="does not exist.*class folders '1' ... '10'"):
+  with pytest.raises(gc10.Gc10LayoutError, match=r"does not exist.*class folders '1' \.\.\. '10'"):
     data.load_splits(gc10_config(tmp_path, tmp_path / 'nowhere'))
   no_folder = gc10_config(tmp_path, fake_gc10)
   no_folder.manual_dir = ''
-  with pytest.raises(ValueError, match='needs data.manual_dir'):
+  with pytest.raises(ValueError, match=r'needs data\.manual_dir'):
     data.load_splits(no_folder)
   for image in (fake_gc10 / '8').iterdir():
     image.unlink()
   with pytest.raises(gc10.Gc10LayoutError, match='holds no images'):
     gc10.scan(str(fake_gc10))
   shutil.rmtree(fake_gc10 / '8')
-  with pytest.raises(gc10.Gc10LayoutError, match='missing class folder .*8.*rolled_pit'):
+  with pytest.raises(gc10.Gc10LayoutError, match=r'missing class folder .*8.*rolled_pit'):
     gc10.scan(str(fake_gc10))

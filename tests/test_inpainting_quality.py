@@ -16,7 +16,10 @@ def skimage_ssim(a, b, full=False):
 
 
 def image_pairs():
-  """Noise, a smooth ramp with a dent, and a constant against a textured image; odd and even sizes."""
+  """Noise, a smooth ramp with a dent, and a constant against a textured image.
+
+  Odd and even sizes.
+  """
   rng = np.random.default_rng(0)
   noise = rng.integers(0, 256, (40, 37)).astype(np.uint8)
   noisy = np.clip(noise + rng.normal(0, 25, noise.shape), 0, 255).astype(np.uint8)

@@ -218,7 +218,7 @@ def test_missing_layer_is_named(tmp_path, small_keras):
 def test_missing_or_wrong_file(tmp_path):
   template = _shapes_only(0.25, classes=10)
   missing = tmp_path / 'nowhere.h5'
-  with pytest.raises(FileNotFoundError, match='nowhere.h5'):
+  with pytest.raises(FileNotFoundError, match=r'nowhere\.h5'):
     load_keras_mobilenet(missing, template)
   not_hdf5 = tmp_path / 'notes.h5'
   not_hdf5.write_text('not weights')

@@ -1,5 +1,6 @@
 """MobileNet v1: shapes, Keras-compatible layout, train/eval behaviour, fast vs plain convs."""
 
+import functools
 import os
 
 import flax.linen as nn
@@ -90,7 +91,7 @@ def test_parameter_count_equals_keras():
       weights=None, input_shape=(64, 64, 3), alpha=alpha, classes=10, classifier_activation=None
     )
     variables = jax.eval_shape(
-      lambda: _init(MobileNet(num_classes=10, alpha=alpha), (1, 64, 64, 3))
+      functools.partial(_init, MobileNet(num_classes=10, alpha=alpha), (1, 64, 64, 3))
     )
     trainable = sum(int(np.prod(w.shape)) for w in reference.trainable_weights)
     assert _count(variables['params']) == trainable

@@ -8,8 +8,8 @@ from xaijax.data import overlays
 @pytest.mark.parametrize('logo', [None, *range(overlays.NUM_LOGOS)])
 def test_mask_is_exactly_the_drawn_pixels(resolution, logo):
   values, mask = overlays.draw_overlay(np.random.default_rng(resolution), resolution, logo)
-  # Independent of the mask: burn the overlay into an all-black and an all-white image; a pixel was drawn
-  # exactly where one of them changed (white ink shows on black, black logo boxes on white).
+  # Independent of the mask: burn the overlay into an all-black and an all-white image; a pixel was
+  # drawn exactly where one of them changed (white ink shows on black, black logo boxes on white).
   on_black = overlays.apply_overlay(np.zeros_like(values), values, mask)
   on_white = overlays.apply_overlay(np.full_like(values, 255), values, mask)
   drawn = (on_black != 0) | (on_white != 255)

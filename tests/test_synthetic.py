@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 
-from configs import common
-from xaijax import data
+from xaijax import case_config, data
 from xaijax.data import defects
 
 TINY = dict(resolution=32, class_scale=0.03, min_per_class=6)
 
 
 def tiny_config(tmp_path, **overrides):
-  config = common.get_config().data
+  config = case_config.get_config().data
   config.update(TINY)
   config.data_dir = str(tmp_path)
   config.update(overrides)
@@ -101,5 +100,5 @@ def test_bad_settings_are_clear_errors(tmp_path):
     data.load_splits(tiny_config(tmp_path, overlay_mode='sometimes'))
   with pytest.raises(ValueError, match='at least 32'):
     data.load_splits(tiny_config(tmp_path, resolution=16))
-  with pytest.raises(ValueError, match='data.name'):
+  with pytest.raises(ValueError, match=r'data\.name'):
     data.load_splits(tiny_config(tmp_path, name='imagenet'))

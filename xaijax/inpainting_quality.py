@@ -1,17 +1,21 @@
-"""How well a remedy restores the image under an overlay, scored against the clean ground truth (synthetic data).
+"""How well a remedy restores the image under an overlay.
+
+Scored against the clean ground truth (synthetic data).
 
 Per image, on gray levels 0..255 (float64), then averaged over the images of the split:
 
 * `psnr`, `l1`: over the whole image; `psnr_in_mask`, `l1_in_mask`: over the mask pixels only
-  (PSNR = 10 log10(255^2 / MSE); L1 = mean absolute difference in gray levels). The mask is the region
-  every method is given to fill: the exact overlay masks, or with region 'strips' the paper's strips.
+  (PSNR = 10 log10(255^2 / MSE); L1 = mean absolute difference in gray levels). The mask is the
+  region every method is given to fill: the exact overlay masks, or with region 'strips' the paper's
+  strips.
 * `ssim`: Gaussian-window SSIM of Wang et al. 2004 (sigma 1.5, 11 taps, K1 0.01, K2 0.03, population
   covariances), the mean of the SSIM map without the border half a window wide - the same number as
   `skimage.metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=255)`.
-* `ssim_in_mask`: the mean of the SSIM map over the mask pixels. The map is computed over the whole image
-  with mirrored borders (scipy's 'reflect'), so mask pixels near the image edge count too; each value
-  compares the 11x11 Gaussian neighbourhoods, so it also sees a few unmasked pixels around the hole.
+* `ssim_in_mask`: the mean of the SSIM map over the mask pixels. The map is computed over the whole
+  image with mirrored borders (scipy's 'reflect'), so mask pixels near the image edge count too;
+  each value compares the 11x11 Gaussian neighbourhoods, so it also sees a few unmasked pixels
+  around the hole.
 
 Images whose mask is empty carry nothing to restore and are left out of every number.
 """
@@ -53,7 +57,10 @@ def gaussian_taps(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
 
 
 def gaussian_filter(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
-  """Separable filtering of [N, H, W] over H and W, borders mirrored as scipy's 'reflect' (d c b a | a b c d)."""
+  """Separable filtering of [N, H, W] over H and W.
+
+  Borders are mirrored as scipy's 'reflect' (d c b a | a b c d).
+  """
   radius = len(taps) // 2
   for axis in (1, 2):
     padding = [(0, 0)] * 3
@@ -89,13 +96,19 @@ def ssim_map(
 
 
 def ssim(a, b, data_range: float = 255.0, sigma: float = 1.5) -> np.ndarray:
-  """Per-image SSIM [N]: the map's mean without the border half a window wide (skimage's convention)."""
+  """Per-image SSIM [N].
+
+  The map's mean without the border half a window wide (skimage's convention).
+  """
   radius = len(gaussian_taps(sigma)) // 2
   return ssim_map(a, b, data_range, sigma)[:, radius:-radius, radius:-radius].mean(axis=(1, 2))
 
 
 def _masked_mean(values: np.ndarray, mask) -> np.ndarray:
-  """Per-image mean of [N, H, W] values over mask pixels (all pixels when mask is None); NaN if empty."""
+  """Per-image mean of [N, H, W] values over mask pixels.
+
+  All pixels when mask is None; NaN if the mask is empty.
+  """
   if mask is None:
     return values.mean(axis=(1, 2))
   weights = _as_batch(mask) > 0
@@ -110,14 +123,20 @@ def ssim_in_mask(a, b, mask, data_range: float = 255.0, sigma: float = 1.5) -> n
 
 
 def psnr(a, b, mask=None, data_range: float = 255.0) -> np.ndarray:
-  """Per-image PSNR in dB [N], over the mask pixels when a mask is given (inf where the pixels agree)."""
+  """Per-image PSNR in dB [N], over the mask pixels when a mask is given.
+
+  inf where the pixels agree.
+  """
   mse = _masked_mean((_as_batch(a) - _as_batch(b)) ** 2, mask)
   with np.errstate(divide='ignore'):
     return 10.0 * np.log10(data_range**2 / mse)
 
 
 def l1(a, b, mask=None) -> np.ndarray:
-  """Per-image mean absolute difference in gray levels [N], over the mask pixels when a mask is given."""
+  """Per-image mean absolute difference in gray levels [N].
+
+  Over the mask pixels when a mask is given.
+  """
   return _masked_mean(np.abs(_as_batch(a) - _as_batch(b)), mask)
 
 
@@ -146,7 +165,10 @@ def remedy_outputs(
   inpainter=None,
   methods=('generative',) + CLASSICAL_METHODS,
 ) -> dict[str, np.ndarray]:
-  """Each method's output on `images` with `region` as the mask; 'generative' needs the fitted inpainter."""
+  """Each method's output on `images` with `region` as the mask.
+
+  'generative' needs the fitted inpainter.
+  """
   outputs = {}
   for method in methods:
     if method == 'generative':
@@ -163,7 +185,10 @@ def remedy_outputs(
 def write_grid(
   path: str, images, region, outputs: dict[str, np.ndarray], clean, count: int = 6
 ) -> None:
-  """Rows of examples spread over the split: input, mask, every method's output, clean (gray levels 0..255)."""
+  """Rows of examples spread over the split.
+
+  Columns: input, mask, every method's output, clean (gray levels 0..255).
+  """
   with_overlay = np.flatnonzero(_as_batch(region).any(axis=(1, 2)))
   chosen = with_overlay[
     np.linspace(0, len(with_overlay) - 1, min(count, len(with_overlay))).astype(int)
@@ -197,8 +222,11 @@ def write_grid(
 def evaluate(
   split: dict, region: np.ndarray, inpainter, workdir: str | None = None, grid_examples: int = 6
 ) -> dict[str, dict[str, float]]:
-  """Scores of generative, Telea, blur, black stripe and the untouched input ('none') on a split with clean
-  images, keyed by method; with a workdir also `inpainting_quality.json` and the `inpainting_grid.png` figure."""
+  """Scores of generative, Telea, blur, black stripe and the untouched input ('none').
+
+  On a split with clean images, keyed by method; with a workdir also `inpainting_quality.json` and
+  the `inpainting_grid.png` figure.
+  """
   if 'clean' not in split:
     raise ValueError('inpainting quality needs the clean images of the split (synthetic data only)')
   outputs = remedy_outputs(split['image'], region, inpainter)

@@ -1,9 +1,10 @@
 """Remedies: image -> image functions that remove overlays, over uint8 batches [N, H, W, 1].
 
-Each takes the region to act on as an input (a mask, or the strip geometry), so the paper's fixed strips,
-the exact overlay mask of the synthetic data, or a mask found later by LRP can all drive them. Pixels
-outside the region are returned untouched (crop excepted: it resamples the whole image by design).
-The generative inpainter is trained in `xaijax.training.gan`; `generative` here runs the fitted one.
+Each takes the region to act on as an input (a mask, or the strip geometry), so the paper's fixed
+strips, the exact overlay mask of the synthetic data, or a mask found later by LRP can all drive
+them. Pixels outside the region are returned untouched (crop excepted: it resamples the whole image
+by design). The generative inpainter is trained in `xaijax.training.gan`; `generative` here runs the
+fitted one.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def black_stripe(images: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def crop(images: np.ndarray, top: int, bottom: int) -> np.ndarray:
-  """Remove `top` rows and `bottom` rows, then resize back to the original size (the paper's crop)."""
+  """Remove `top` rows and `bottom` rows, then resize back to the original size.
+
+  The paper's crop.
+  """
   _check_batch(images)
   height, width = images.shape[1:3]
   if top < 0 or bottom < 0 or top + bottom >= height:
@@ -67,8 +71,11 @@ def crop(images: np.ndarray, top: int, bottom: int) -> np.ndarray:
 
 
 def strips_of(region: np.ndarray) -> tuple[int, int]:
-  """(top, bottom) rows to crop so that no row of `region` ([H, W, 1] or [N, H, W, 1]) is left in the top
-  or bottom half: everything down to the lowest region row of the top half, and likewise from below."""
+  """(top, bottom) rows to crop so that no row of `region` is left in the top or bottom half.
+
+  `region` is [H, W, 1] or [N, H, W, 1]. The crop takes everything down to the lowest region row of
+  the top half, and likewise from below.
+  """
   rows = region.reshape(-1, *region.shape[-3:]).any(axis=(0, 2, 3))
   half = rows.shape[0] // 2
 
@@ -109,8 +116,8 @@ def apply(
 ) -> np.ndarray:
   """Apply remedy `name` ('none', 'blur', 'crop', 'black_stripe', 'telea', 'generative') to a batch.
 
-  region: 'strips' (the paper: the fixed top and bottom strips) or 'mask' (the overlay mask handed in,
-  which may come from the dataset or from LRP). Telea defaults to the mask when one is given.
+  region: 'strips' (the paper: the fixed top and bottom strips) or 'mask' (the overlay mask handed
+  in, which may come from the dataset or from LRP). Telea defaults to the mask when one is given.
   """
   if name not in REMEDIES:
     raise ValueError(f'unknown remedy {name!r}; choose one of {sorted(REMEDIES)}')

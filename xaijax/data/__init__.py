@@ -1,8 +1,9 @@
 """Datasets: the embedded `synthetic_gc10` and the real `gc10_det`, read into numpy splits.
 
 `load_splits(config.data)` builds the TFDS dataset once (array_record, no TensorFlow) under
-`config.data.data_dir` and returns {split: {'image', 'clean', 'mask', 'defect', 'label', 'logo', 'index'}}
-with images uint8 [N, H, W, 1], in a fixed order (by example index).
+`config.data.data_dir` and returns
+{split: {'image', 'clean', 'mask', 'defect', 'label', 'logo', 'index'}} with images
+uint8 [N, H, W, 1], in a fixed order (by example index).
 """
 
 from __future__ import annotations

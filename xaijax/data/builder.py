@@ -1,8 +1,9 @@
-"""What the two TFDS builders (embedded synthetic, real GC10-DET) share: features, overlay settings, splits.
+"""What the two TFDS builders (embedded synthetic, real GC10-DET) share.
 
-A builder produces clean grayscale images and labels; this module burns overlays in, splits the data
-stratified, and yields the five splits (train, validation, test, test_clean, test_attacked). Features are
-`tfds.features.Tensor`, since `tfds.features.Image` needs TensorFlow to encode PNGs (DESIGN.md).
+They share features, overlay settings and splits. A builder produces clean grayscale images and
+labels; this module burns overlays in, splits the data stratified, and yields the five splits
+(train, validation, test, test_clean, test_attacked). Features are `tfds.features.Tensor`, since
+`tfds.features.Image` needs TensorFlow to encode PNGs (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def features(resolution: int) -> tfds.features.FeaturesDict:
       'image': image(),  # what the classifier sees: clean image with the overlay burnt in
       'clean': image(),  # the same image without overlay
       'mask': image(),  # 1 where an overlay pixel was drawn
-      'defect': image(),  # 1 on the defect (synthetic: where it changed the texture; GC10: its boxes)
+      # 1 on the defect (synthetic: where it changed the texture; GC10: its boxes)
+      'defect': image(),
       'label': tfds.features.ClassLabel(names=CLASS_NAMES),
       'logo': tfds.features.Scalar(dtype=np.int32),  # logo shown, -1 for none
       'index': tfds.features.Scalar(dtype=np.int64),  # position in the unsplit dataset
@@ -90,7 +92,10 @@ def overlaid_example(
 def split_generators(
   labels: np.ndarray, config: OverlaidImagesConfig, generate: Callable[[np.ndarray, str], Iterator]
 ) -> dict[str, Iterator]:
-  """TFDS split generators: `generate(indices, split_kind)` is the builder's `_generate_examples`."""
+  """TFDS split generators.
+
+  `generate(indices, split_kind)` is the builder's `_generate_examples`.
+  """
   parts = stratified_split(labels, config.split_fractions, config.split_seed)
   generators = {name: generate(parts[name], 'fit') for name in SPLIT_NAMES if name != 'test'}
   for split_name, kind in TEST_VARIANTS.items():

@@ -1,9 +1,9 @@
 """Procedural GC10-DET-like defects on a brushed-metal texture.
 
-Every function draws with a numpy Generator handed in, so one (seed, index) pair always gives the same
-bytes. Sizes are fractions of the resolution so that a 64 px CPU dataset and the paper's 224 px one show
-the same defects. Defects sit in the band between the overlay strips (their shapes may run into the strips,
-as welds and creases do on real coils), so an overlay never hides the whole defect.
+Every function draws with a numpy Generator handed in, so one (seed, index) pair always gives the
+same bytes. Sizes are fractions of the resolution so that a 64 px CPU dataset and the paper's 224 px
+one show the same defects. Defects sit in the band between the overlay strips (their shapes may run
+into the strips, as welds and creases do on real coils), so an overlay never hides the whole defect.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ CLASS_NAMES = (
   'waist_folding',
 )
 NUM_CLASSES = len(CLASS_NAMES)
-# Images per class in the public GC10-DET release (DESIGN.md); the synthetic set follows this imbalance.
+# Images per class in the public GC10-DET release (DESIGN.md); the synthetic set follows this
+# imbalance.
 GC10_CLASS_COUNTS = (329, 512, 264, 310, 250, 734, 201, 46, 53, 140)
 
 
@@ -228,7 +229,10 @@ def crease(img, rng, size, strip):
 
 
 def waist_folding(img, rng, size, strip):
-  """Waist folding: a band of broad zig-zag folds across the full width, alternating light and shade."""
+  """Waist folding: a band of broad zig-zag folds across the full width.
+
+  The folds alternate light and shade.
+  """
   _, cy = _center(rng, size, strip, margin=0.18)
   height = rng.uniform(0.15, 0.25) * size
   y, x = np.mgrid[0:size, 0:size].astype(np.float32)

@@ -3,11 +3,12 @@
 Expected layout of the manual directory (the public release):
 
     <manual_dir>/1/*.jpg ... <manual_dir>/10/*.jpg    grayscale JPEGs, one folder per class
-    <manual_dir>/lable/*.xml                          Pascal-VOC boxes (the folder name is misspelt upstream)
+    <manual_dir>/lable/*.xml                          Pascal-VOC boxes
 
-The folder is the label (some images carry boxes of several classes). Filenames repeat across folders, so an
-example is keyed by folder and name, and an XML file is used only for the boxes of its folder's class.
-Images are resized to the configured resolution and get the same overlays as the synthetic set.
+The folder name `lable` is misspelt upstream. The folder is the label (some images carry boxes of
+several classes). Filenames repeat across folders, so an example is keyed by folder and name, and an
+XML file is used only for the boxes of its folder's class. Images are resized to the configured
+resolution and get the same overlays as the synthetic set.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from typing import ClassVar
 import xml.etree.ElementTree as ElementTree
 
 from absl import logging
@@ -191,10 +193,13 @@ def make_config(
 
 
 class Gc10Det(tfds.core.GeneratorBasedBuilder):
-  """GC10-DET metal surface defects (Lv et al. 2020) with burnt-in overlays, from a manual download."""
+  """GC10-DET metal surface defects (Lv et al. 2020) with burnt-in overlays.
+
+  Built from a manual download.
+  """
 
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'First release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     "Download GC10-DET (e.g. from Kaggle or the authors' release) and point "
     "data.manual_dir at the folder that holds '1' ... '10' and 'lable'."

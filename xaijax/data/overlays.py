@@ -1,13 +1,15 @@
-"""Burnt-in overlays: text and company logos in the top and bottom strips, with their exact pixel mask.
+"""Burnt-in overlays: text and company logos in the top and bottom strips.
 
-As in the paper, each strip is 35/224 of the image height. The top strip carries a timestamp on the left and
-a logo on the right; the bottom strip a camera id and a random string. Drawing uses no anti-aliasing, so
-every overlay pixel has the overlay's value and the mask says exactly which pixels were drawn.
+Each overlay comes with its exact pixel mask. As in the paper, each strip is 35/224 of the image
+height. The top strip carries a timestamp on the left and a logo on the right; the bottom strip a
+camera id and a random string. Drawing uses no anti-aliasing, so every overlay pixel has the
+overlay's value and the mask says exactly which pixels were drawn.
 
 Modes (`overlay_mode`):
 - `random`: text and a logo chosen at random, unrelated to the class (the paper's words);
-- `spurious`: in train and validation the logo is the class's own logo with probability p, else another;
-  the test split draws it uniformly (decorrelated), and `test_attacked` always shows a wrong class's logo;
+- `spurious`: in train and validation the logo is the class's own logo with probability p, else
+  another; the test split draws it uniformly (decorrelated), and `test_attacked` always shows a
+  wrong class's logo;
 - `none`: no overlay.
 """
 
@@ -45,7 +47,10 @@ def strip_mask(height: int, width: int | None = None, strip: int | None = None) 
 
 
 class _Painter:
-  """Draws every OpenCV primitive twice: the gray values, and 1 into the mask (black ink included)."""
+  """Draws every OpenCV primitive twice.
+
+  Once the gray values, once 1 into the mask (black ink included).
+  """
 
   def __init__(self, height: int, width: int | None = None):
     width = height if width is None else width
@@ -63,7 +68,8 @@ class _Painter:
     draw = getattr(cv2, primitive)
 
     def both(*args, **kwargs):
-      # OpenCV's drawing signatures put the colour right after the geometry: (img, *geometry, color, ...)
+      # OpenCV's drawing signatures put the colour right after the geometry:
+      # (img, *geometry, color, ...)
       colour_at = {'circle': 3, 'rectangle': 3, 'line': 3, 'fillPoly': 2, 'putText': 5}[primitive]
       args = list(args)
       draw(self.values, *args[: colour_at - 1], args[colour_at - 1], *args[colour_at:], **kwargs)
@@ -73,7 +79,10 @@ class _Painter:
 
 
 def _draw_logo(canvas: _Painter, logo: int, x0: int, y0: int, side: int, ink: int) -> None:
-  """Logo `logo` in a dark square of `side` px at (x0, y0): a white glyph, distinct at 10 px already."""
+  """Logo `logo` in a dark square of `side` px at (x0, y0).
+
+  A white glyph, distinct at 10 px already.
+  """
   canvas.rectangle((x0, y0), (x0 + side - 1, y0 + side - 1), 0, -1, cv2.LINE_8)
   s, c = side - 1, (side - 1) / 2.0
   p = lambda fx, fy: (int(round(x0 + fx * s)), int(round(y0 + fy * s)))
@@ -122,12 +131,16 @@ def _random_text(rng: np.random.Generator, kind: str) -> str:
 def _draw_text(
   canvas: _Painter, text: str, x0: int, y0: int, max_width: int, height: int, font: int, ink: int
 ) -> None:
-  """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0), clipped to the box."""
+  """Text fitted into a box of `max_width` x `height` with its top-left at (x0, y0).
+
+  Clipped to the box.
+  """
   if max_width < 2 or height < 2:
     return
   thickness = 1 if height < 24 else 2
   (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
-  # Below ~0.2 Hershey fonts vanish; clip instead of shrinking further, so tiny images still get text.
+  # Below ~0.2 Hershey fonts vanish; clip instead of shrinking further, so tiny images still get
+  # text.
   scale = max(0.2, min(0.75 * height / max(h + base, 1), max_width / max(w, 1)))
   (w, h), base = cv2.getTextSize(text, font, scale, thickness)
   box = _Painter(height, max_width)
@@ -189,5 +202,8 @@ def choose_logo(
 
 
 def apply_overlay(clean: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """Burn an overlay into a clean uint8 [H, W] image: overlay values where mask is 1, else the clean pixel."""
+  """Burn an overlay into a clean uint8 [H, W] image.
+
+  Overlay values where mask is 1, else the clean pixel.
+  """
   return np.where(mask.astype(bool), values, clean).astype(np.uint8)

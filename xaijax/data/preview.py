@@ -1,4 +1,7 @@
-"""Pictures of the data: one example per class (the paper's Fig. 4) and one image under every remedy (Fig. 5)."""
+"""Pictures of the data.
+
+One example per class (the paper's Fig. 4) and one image under every remedy (Fig. 5).
+"""
 
 from __future__ import annotations
 
@@ -53,7 +56,10 @@ def _finish(figure, axes, path: str, title: str) -> None:
 
 
 def image_row(images: dict[str, np.ndarray], path: str, title: str = '') -> None:
-  """One panel per named uint8 [H, W, 1] image, side by side (e.g. the same image under every remedy)."""
+  """One panel per named uint8 [H, W, 1] image, side by side.
+
+  For example the same image under every remedy.
+  """
   figure, axes = plt.subplots(1, len(images), figsize=(2.4 * len(images), 2.8), squeeze=False)
   for axis, (name, image) in zip(axes[0], images.items()):
     axis.imshow(image[..., 0], cmap='gray', vmin=0, vmax=255)
@@ -62,8 +68,11 @@ def image_row(images: dict[str, np.ndarray], path: str, title: str = '') -> None
 
 
 def write_previews(splits: dict, out: str, title: str) -> list[str]:
-  """dataset_classes.png (two examples per class, with masks) and dataset_remedies.png (one test image
-  under every remedy) in `out`; needs the 'train' and 'test' splits."""
+  """dataset_classes.png and dataset_remedies.png in `out`.
+
+  dataset_classes.png shows two examples per class, with masks; dataset_remedies.png one test image
+  under every remedy. Needs the 'train' and 'test' splits.
+  """
   os.makedirs(out, exist_ok=True)
   classes_png = os.path.join(out, 'dataset_classes.png')
   class_grid(splits['train'], classes_png, per_class=2, title=title)

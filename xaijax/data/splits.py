@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 SPLIT_NAMES = ('train', 'validation', 'test')
-# The test images appear three times: as distributed, without overlay, and with a wrong class's logo.
+# The test images appear three times: as distributed, without overlay, and with a wrong class's
+# logo.
 TEST_VARIANTS = {'test': 'test', 'test_clean': 'clean', 'test_attacked': 'attacked'}
 
 
 def stratified_split(
   labels: np.ndarray, fractions=(0.7, 0.2, 0.1), seed: int = 0
 ) -> dict[str, np.ndarray]:
-  """Indices of each split; every class is divided in the given proportions (largest remainder rounding).
+  """Indices of each split.
+
+  Every class is divided in the given proportions (largest remainder rounding).
 
   The same labels and seed always give the same indices. A class with fewer images than splits is
   rejected, since it could not appear in each of them.
@@ -38,7 +41,8 @@ def stratified_split(
       )
     exact = fractions * len(members)
     counts = np.floor(exact).astype(int)
-    # Hand the leftover images to the splits with the largest remainders, then make sure none is empty.
+    # Hand the leftover images to the splits with the largest remainders, then make sure none is
+    # empty.
     for k in np.argsort(-(exact - counts), kind='stable')[: len(members) - counts.sum()]:
       counts[k] += 1
     for k in np.flatnonzero(counts == 0):

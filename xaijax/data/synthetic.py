@@ -7,6 +7,7 @@ Ten GC10-DET classes drawn on brushed metal (`defects.py`), GC10-DET's class imb
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -67,8 +68,8 @@ class SyntheticGc10(tfds.core.GeneratorBasedBuilder):
   """Synthetic GC10-DET-like metal surface defects with burnt-in text and logos."""
 
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
-  BUILDER_CONFIGS = [make_config()]
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'First release.'}
+  BUILDER_CONFIGS: ClassVar[list[SyntheticGc10Config]] = [make_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -95,7 +96,8 @@ class SyntheticGc10(tfds.core.GeneratorBasedBuilder):
 
 
 def make_builder(config: SyntheticGc10Config, data_dir: str) -> SyntheticGc10:
-  # TFDS refuses a custom config object that shares a name with a registered one; pass the name then.
+  # TFDS refuses a custom config object that shares a name with a registered one; pass the name
+  # then.
   registered = {c.name for c in SyntheticGc10.BUILDER_CONFIGS}
   return SyntheticGc10(
     data_dir=data_dir, config=config.name if config.name in registered else config

@@ -1,9 +1,10 @@
-"""Generative inpainting: a U-Net generator and a PatchGAN discriminator (pix2pix, Isola et al. 2017).
+"""Generative inpainting: a U-Net generator and a PatchGAN discriminator.
 
-Pure Flax Linen; images are float32 in [-1, 1], [N, H, W, 1]; holes are float32 {0, 1}, [N, H, W, 1].
-The generator sees the image with the hole blanked plus the hole as a second channel (`generator_input`)
-and paints a whole image; only the hole is kept (`composite`). The discriminator scores patches of a
-candidate image given the generator's input, so it judges whether the fill fits its surroundings.
+The pix2pix pair of Isola et al. 2017, in pure Flax Linen; images are float32 in [-1, 1],
+[N, H, W, 1]; holes are float32 {0, 1}, [N, H, W, 1]. The generator sees the image with the hole
+blanked plus the hole as a second channel (`generator_input`) and paints a whole image; only the
+hole is kept (`composite`). The discriminator scores patches of a candidate image given the
+generator's input, so it judges whether the fill fits its surroundings.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def generator_input(images: jnp.ndarray, hole: jnp.ndarray) -> jnp.ndarray:
 
 
 def composite(generated: jnp.ndarray, images: jnp.ndarray, hole: jnp.ndarray) -> jnp.ndarray:
-  """mask * G + (1 - mask) * x, written as a select so pixels outside the hole stay bit-identical."""
+  """mask * G + (1 - mask) * x.
+
+  Written as a select so pixels outside the hole stay bit-identical.
+  """
   return jnp.where(hole > 0, generated, images)
 
 
@@ -47,9 +51,10 @@ class _ConvBlock(nn.Module):
 
 
 class UNetGenerator(nn.Module):
-  """U-Net: `depth` halvings, `features * 2**level` channels (at most 8x), skips by concatenation, tanh output.
+  """U-Net with skips by concatenation and a tanh output.
 
-  Inputs [N, H, W, 2] from `generator_input`; H and W must be divisible by 2**depth.
+  `depth` halvings, `features * 2**level` channels (at most 8x). Inputs [N, H, W, 2] from
+  `generator_input`; H and W must be divisible by 2**depth.
   """
 
   features: int = 32
@@ -77,9 +82,10 @@ class UNetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-  """PatchGAN: one real/fake logit per patch of the candidate image, conditioned on the generator input.
+  """PatchGAN: one real/fake logit per patch of the candidate image.
 
-  `layers` 4x4 convolutions, the first `layers - 1` of stride 2, then a 4x4 convolution to one logit.
+  Conditioned on the generator input. `layers` 4x4 convolutions, the first `layers - 1` of stride 2,
+  then a 4x4 convolution to one logit.
   """
 
   features: int = 32
@@ -95,13 +101,16 @@ class PatchDiscriminator(nn.Module):
 
 
 def prng_key(seed: int):
-  """The key the GAN is initialised and trained with: XLA's RngBitGenerator ('rbg'), which compiles in
-  seconds where threefry's unrolled rounds took ~30 s for the generator's init on the loaded 2-core CPU.
-  Its bits are reproducible on one backend, not across CPU and GPU."""
+  """The key the GAN is initialised and trained with: XLA's RngBitGenerator ('rbg').
+
+  It compiles in seconds where threefry's unrolled rounds took ~30 s for the generator's init on the
+  loaded 2-core CPU. Its bits are reproducible on one backend, not across CPU and GPU.
+  """
   return jax.random.key(seed, impl='rbg')
 
 
-# Jitted: run op by op, Flax's init compiles every layer on its own (tens of seconds on a loaded CPU).
+# Jitted: run op by op, Flax's init compiles every layer on its own (tens of seconds on a loaded
+# CPU).
 @functools.partial(jax.jit, static_argnames=('model', 'height', 'width'))
 def init_generator(key, model: UNetGenerator, height: int, width: int):
   return model.init(key, jnp.zeros((1, height, width, 2), jnp.float32))['params']

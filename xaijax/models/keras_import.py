@@ -174,7 +174,7 @@ def _read_keras_weights(path) -> dict[str, dict[str, np.ndarray]]:
   with handle:
     if 'layers' in handle and 'layer_names' not in handle.attrs:
       return _read_keras3(handle, path)
-    root = handle['model_weights'] if 'model_weights' in handle else handle
+    root = handle.get('model_weights', handle)
     if 'layer_names' not in root.attrs:
       raise ValueError(f'{path!r} holds no Keras weights (no layer_names, no layers group).')
     return _read_legacy(root)

@@ -1,31 +1,38 @@
-"""Train the inpainting GAN (pix2pix: adversarial loss + l1_weight * L1 on the hole) and use it as a remedy.
+"""Train the inpainting GAN and use it as a remedy.
+
+The GAN is pix2pix: adversarial loss + l1_weight * L1 on the hole.
 
 Three ways to get a target for the hole (`gan.mode`):
 
-* 'self_supervised' (default; needs no clean images, so it works on real GC10-DET): every training image
-  is rolled down by a random number of rows, with its overlay region, so that other, overlay-free content
-  comes to lie where overlays sit; the hole is another training image's overlay region, in place, cut to
-  the pixels away from the rolled image's own overlay (outside its region dilated by one pixel). The
-  rolled image itself is the target there. The generator sees both holes blanked, its own (moved) overlay
-  and the borrowed one, as it will when it is used; only the borrowed hole, whose truth is known, enters
-  the losses. Holes keep the shape, the place and the image-border context of real overlays.
-* 'paired' (synthetic data, clean images known): the overlay region is the hole, the clean image the target.
-* 'paper' (Bento et al. 2021): the discriminator takes the classically cleaned image (`gan.paper_target`,
-  Telea by default) as the real one; the hole is the overlay region, the L1 target that same image.
+* 'self_supervised' (default; needs no clean images, so it works on real GC10-DET): every training
+  image is rolled down by a random number of rows, with its overlay region, so that other,
+  overlay-free content comes to lie where overlays sit; the hole is another training image's overlay
+  region, in place, cut to the pixels away from the rolled image's own overlay (outside its region
+  dilated by one pixel). The rolled image itself is the target there. The generator sees both holes
+  blanked, its own (moved) overlay and the borrowed one, as it will when it is used; only the
+  borrowed hole, whose truth is known, enters the losses. Holes keep the shape, the place and the
+  image-border context of real overlays.
+* 'paired' (synthetic data, clean images known): the overlay region is the hole, the clean image the
+  target.
+* 'paper' (Bento et al. 2021): the discriminator takes the classically cleaned image
+  (`gan.paper_target`, Telea by default) as the real one; the hole is the overlay region, the L1
+  target that same image.
 
 The discriminator compares, given the generator's input, the generator's composite (`fake`) with the
 same composite whose loss hole holds the target (`real`): the two differ only where the target is
 known, so in self-supervised mode it never sees an overlay as "real".
 
-The whole training step (batch sampling on the device, one discriminator update, one generator update)
-is a pure jitted function of the state (which holds the key); every `log_every` steps the host writes the
-progress bar and `gan_metrics.jsonl` and stops on a non-finite loss, naming the step.
+The whole training step (batch sampling on the device, one discriminator update, one generator
+update) is a pure jitted function of the state (which holds the key); every `log_every` steps the
+host writes the progress bar and `gan_metrics.jsonl` and stops on a non-finite loss, naming the
+step.
 
 The fitted generator is the exponential moving average of the generator's weights (`gan.ema_decay`).
 
-Entry points: `default_config` (the `config.gan` section), `fit`, `fit_or_load` (orbax checkpoint of the
-generator in a folder, reused when present), `fit_or_load_for_case` (the same from a whole config and the
-training split), and `Inpainter` (uint8 images + region -> uint8 images; only region pixels change).
+Entry points: `default_config` (the `config.gan` section), `fit`, `fit_or_load` (orbax checkpoint of
+the generator in a folder, reused when present), `fit_or_load_for_case` (the same from a whole
+config and the training split), and `Inpainter` (uint8 images + region -> uint8 images; only region
+pixels change).
 """
 
 from __future__ import annotations
@@ -53,7 +60,10 @@ LOSS_NAMES = ('generator_adversarial', 'l1_hole', 'discriminator', 'generator_to
 
 
 def default_config(paper: bool = False) -> ml_collections.ConfigDict:
-  """`config.gan`: CPU-sized (64 px, minutes on two cores) or the paper-sized one (224 px, accelerator)."""
+  """`config.gan`: CPU-sized or the paper-sized one.
+
+  CPU-sized is 64 px, minutes on two cores; the paper-sized one is 224 px, for an accelerator.
+  """
   return ml_collections.ConfigDict(
     dict(
       mode='self_supervised',  # 'self_supervised' | 'paired' | 'paper' (see the module docstring)
@@ -91,13 +101,14 @@ def _dilate(masks: jnp.ndarray) -> jnp.ndarray:
 def self_supervised_example(
   key, images: jnp.ndarray, regions: jnp.ndarray, donor_regions: jnp.ndarray
 ):
-  """Training examples whose hole is an overlay's shape at an overlay's place, over overlay-free pixels.
+  """Training examples whose hole is an overlay's shape at an overlay's place.
 
-  Each image and its region are rolled down by a random number of rows (wrapping), which moves other
-  content - overlay-free where the rolled region is 0 - under the place where overlays sit. The hole is
-  another training image's region, unmoved, cut to the pixels at least one pixel away from the rolled
-  region. So the hole has the shape, the place and the image-border context of a real overlay, and its
-  truth is the rolled image itself. Returns (rolled images, rolled regions, hole), all [N, H, W, 1].
+  The hole lies over overlay-free pixels. Each image and its region are rolled down by a random
+  number of rows (wrapping), which moves other content - overlay-free where the rolled region is 0 -
+  under the place where overlays sit. The hole is another training image's region, unmoved, cut to
+  the pixels at least one pixel away from the rolled region. So the hole has the shape, the place
+  and the image-border context of a real overlay, and its truth is the rolled image itself. Returns
+  (rolled images, rolled regions, hole), all [N, H, W, 1].
   """
   rows = jax.random.randint(key, (images.shape[0],), 0, images.shape[1])
   roll = jax.vmap(lambda image, row: jnp.roll(image, row, axis=0))
@@ -106,7 +117,10 @@ def self_supervised_example(
 
 
 def sample_batch(key, data: dict, batch_size: int, self_supervised: bool) -> dict:
-  """A batch: float images and target in [-1, 1], the hole the generator sees and the hole the loss sees."""
+  """A batch: float images and target in [-1, 1], and two holes.
+
+  The holes are the one the generator sees and the one the loss sees.
+  """
   key_images, key_donors, key_rows = jax.random.split(key, 3)
   count = data['images'].shape[0]
   chosen = jax.random.randint(key_images, (batch_size,), 0, count)
@@ -195,15 +209,21 @@ def discriminator_step(
 
 
 def forward_generator(models: Models, params, condition) -> tuple[jnp.ndarray, object]:
-  """The generated image and the pullback of its forward pass (jax.vjp), shared by both updates of a step."""
+  """The generated image and the pullback of its forward pass (jax.vjp).
+
+  Both updates of a step share them.
+  """
   return jax.vjp(lambda params: models.generator.apply({'params': params}, condition), params)
 
 
 def generator_step(
   models: Models, state: dict, batch: dict, condition, generated, pullback
 ) -> tuple[dict, tuple]:
-  """Update G from the gradient of its loss with respect to its output, pulled back through `pullback`:
-  the discriminator step's forward pass is reused instead of run a second time."""
+  """Update G from the gradient of its loss with respect to its output.
+
+  The gradient is pulled back through `pullback`: the discriminator step's forward pass is reused
+  instead of run a second time.
+  """
 
   def loss_fn(generated):
     fake = inpainting.composite(generated, batch['images'], batch['input_hole'])
@@ -222,7 +242,10 @@ def generator_step(
 
 
 def train_step(models: Models, state: dict, data: dict, batch_size: int, self_supervised: bool):
-  """One discriminator update then one generator update on a fresh batch; losses [4] in LOSS_NAMES order."""
+  """One discriminator update then one generator update on a fresh batch.
+
+  Returns the losses [4] in LOSS_NAMES order.
+  """
   rng, key = jax.random.split(state['rng'])
   batch = sample_batch(key, data, batch_size, self_supervised)
   condition = inpainting.generator_input(batch['images'], batch['input_hole'])
@@ -243,8 +266,8 @@ def train_step(models: Models, state: dict, data: dict, batch_size: int, self_su
   return dict(state, rng=rng, step=state['step'] + 1), losses
 
 
-# One jitted call per step, not a `lax.scan` over steps: XLA:CPU runs these convolutions ~30x slower inside
-# a while loop (0.38 s against 13.7 s per step, measured on the 2-core CPU).
+# One jitted call per step, not a `lax.scan` over steps: XLA:CPU runs these convolutions ~30x slower
+# inside a while loop (0.38 s against 13.7 s per step, measured on the 2-core CPU).
 @functools.partial(
   jax.jit, static_argnames=('models', 'batch_size', 'self_supervised'), donate_argnums=(1,)
 )
@@ -260,8 +283,8 @@ def check_finite(losses: np.ndarray, first_step: int) -> None:
   if bad_rows.size:
     step, name = first_step + int(bad_rows[0]), LOSS_NAMES[int(bad_columns[0])]
     raise FloatingPointError(
-      f'GAN training diverged: the {name} loss is {losses[bad_rows[0], bad_columns[0]]} at step {step}; '
-      f'lower gan.learning_rate or gan.l1_weight, or check the images for corrupt values'
+      f'GAN training diverged: the {name} loss is {losses[bad_rows[0], bad_columns[0]]} at step '
+      f'{step}; lower gan.learning_rate or gan.l1_weight, or check the images for corrupt values'
     )
 
 
@@ -294,7 +317,10 @@ def _check_inputs(
 def training_data(
   gan_config, images: np.ndarray, region: np.ndarray, clean: np.ndarray | None
 ) -> dict:
-  """The uint8 arrays the step samples from: images, regions and (paired, paper) the target images."""
+  """The uint8 arrays the step samples from.
+
+  Images, regions and (paired, paper) the target images.
+  """
   data = dict(images=images, regions=region.astype(np.uint8))
   if gan_config.mode == 'paired':
     data['targets'] = clean
@@ -318,12 +344,14 @@ def fit(
 ) -> tuple[Inpainter, list[dict]]:
   """Train the GAN; returns the fitted inpainter and the metrics (one dict per `log_every` steps).
 
-  The inpainter holds the exponential moving average of the generator's weights (`gan.ema_decay`; 0 keeps
-  the last weights): adversarial training makes the weights jitter from step to step, the average less so.
+  The inpainter holds the exponential moving average of the generator's weights (`gan.ema_decay`; 0
+  keeps the last weights): adversarial training makes the weights jitter from step to step, the
+  average less so.
 
-  images: uint8 [N, H, W, 1] training images (with their overlays); region: uint8 {0,1} of the same shape,
-  the overlay region of each image (exact masks, the paper's strips, or masks from LRP); clean: the
-  overlay-free images, needed by mode 'paired' only. With a workdir, metrics go to `gan_metrics.jsonl` there.
+  images: uint8 [N, H, W, 1] training images (with their overlays); region: uint8 {0,1} of the same
+  shape, the overlay region of each image (exact masks, the paper's strips, or masks from LRP);
+  clean: the overlay-free images, needed by mode 'paired' only. With a workdir, metrics go to
+  `gan_metrics.jsonl` there.
   """
   _check_inputs(images, region, clean, gan_config.mode)
   height, width = images.shape[1:3]
@@ -383,7 +411,10 @@ def _inpaint_batch(params, images_uint8, hole_uint8, features: int, depth: int):
 
 @dataclasses.dataclass(frozen=True)
 class Inpainter:
-  """A fitted generator as an image -> image remedy: `inpainter(images, region)`, uint8 in and out."""
+  """A fitted generator as an image -> image remedy.
+
+  Called as `inpainter(images, region)`, uint8 in and out.
+  """
 
   params: dict
   features: int
@@ -431,7 +462,10 @@ NOT_TRAINING_KEYS = ('log_every', 'checkpoint_dir', 'inference_batch_size', 'gri
 
 
 def _fit_settings(gan_config, images: np.ndarray) -> dict:
-  """What a stored generator must agree on to be reused: every training setting and the image size."""
+  """What a stored generator must agree on to be reused.
+
+  Every training setting and the image size.
+  """
   settings = {
     key: value for key, value in gan_config.to_dict().items() if key not in NOT_TRAINING_KEYS
   }
@@ -493,7 +527,10 @@ def fit_or_load(
 
 
 def region_masks(split: dict, region: str) -> np.ndarray:
-  """The masks a remedy with `region` acts on: the split's overlay masks ('mask') or the paper's strips."""
+  """The masks a remedy with `region` acts on.
+
+  The split's overlay masks ('mask') or the paper's strips.
+  """
   from xaijax import remedies
 
   if region not in ('mask', 'strips'):
@@ -504,8 +541,11 @@ def region_masks(split: dict, region: str) -> np.ndarray:
 def fit_or_load_for_case(
   config, train_split: dict, workdir: str, show_progress: bool = True
 ) -> Inpainter:
-  """The workflow's entry: `config.gan` settings, trained on the training split's `config.remedy.region`
-  masks, stored under `checkpoint_dir(config.gan, workdir)`, metrics in the workdir."""
+  """The workflow's entry point.
+
+  `config.gan` settings, trained on the training split's `config.remedy.region` masks, stored under
+  `checkpoint_dir(config.gan, workdir)`, metrics in the workdir.
+  """
   return fit_or_load(
     config.gan,
     train_split['image'],
