@@ -17,14 +17,21 @@ Per image, on gray levels 0..255 (float64), then averaged over the images of the
   each value compares the 11x11 Gaussian neighbourhoods, so it also sees a few unmasked pixels
   around the hole.
 
+dm-pix computes SSIM, PSNR and L1 (`pix.ssim`, `pix.psnr`, `pix.mae`) in float64; an in-mask
+number is a NaN-ignoring mean (dm-pix's `ignore_nans`) with NaN outside the mask.
+
 Images whose mask is empty carry nothing to restore and are left out of every number.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use('Agg')
@@ -40,86 +47,88 @@ GRID_FILE = 'inpainting_grid.png'
 
 
 def _as_batch(images) -> np.ndarray:
-  """[H, W], [N, H, W] or [N, H, W, 1] -> float64 [N, H, W]."""
+  """[H, W], [N, H, W] or [N, H, W, 1] -> float64 [N, H, W, 1], the layout dm-pix reads."""
   images = np.asarray(images, np.float64)
   if images.ndim == 4:
     if images.shape[-1] != 1:
       raise ValueError(f'expected one channel [N, H, W, 1], got {images.shape}')
-    images = images[..., 0]
-  return images[None] if images.ndim == 2 else images
+    return images
+  return (images[None] if images.ndim == 2 else images)[..., None]
 
 
-def gaussian_taps(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
-  """scipy.ndimage's Gaussian kernel: radius int(truncate * sigma + 0.5), normalised to sum 1."""
-  radius = int(truncate * sigma + 0.5)
-  taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-  return taps / taps.sum()
+def ssim_window(sigma: float) -> int:
+  """Taps of the Gaussian window: radius int(3.5 * sigma + 0.5), as scipy.ndimage and skimage cut
+  it (11 for sigma 1.5)."""
+  return 2 * int(3.5 * sigma + 0.5) + 1
 
 
-def gaussian_filter(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
-  """Separable filtering of [N, H, W] over H and W.
+@functools.partial(jax.jit, static_argnames=('data_range', 'sigma', 'k1', 'k2', 'return_map'))
+def _dm_pix_ssim(a, b, data_range, sigma, k1, k2, return_map):
+  return pix.ssim(
+    a,
+    b,
+    max_val=data_range,
+    filter_size=ssim_window(sigma),
+    filter_sigma=sigma,
+    k1=k1,
+    k2=k2,
+    return_map=return_map,
+  )
 
-  Borders are mirrored as scipy's 'reflect' (d c b a | a b c d).
-  """
-  radius = len(taps) // 2
-  for axis in (1, 2):
-    padding = [(0, 0)] * 3
-    padding[axis] = (radius, radius)
-    padded = np.pad(images, padding, mode='symmetric')
-    length = images.shape[axis]
-    images = sum(
-      weight * np.take(padded, np.arange(k, k + length), axis=axis) for k, weight in enumerate(taps)
+
+def _ssim(a, b, data_range, sigma, k1, k2, mirrored_border: bool) -> np.ndarray:
+  a, b = _as_batch(a), _as_batch(b)
+  if a.shape != b.shape:
+    raise ValueError(f'SSIM needs images of one shape, got {a.shape} and {b.shape}')
+  window = ssim_window(sigma)
+  if min(a.shape[1:3]) < window:
+    raise ValueError(
+      f"SSIM's {window}-pixel window needs images at least that large, got {a.shape[1:3]}"
     )
-  return images
+  if mirrored_border:
+    # dm-pix filters 'valid' only, so its map lacks the border half a window wide; mirroring the
+    # images first (numpy's 'symmetric' is scipy's 'reflect', d c b a | a b c d) gives the
+    # whole-image map that skimage computes.
+    radius = window // 2
+    padding = ((0, 0), (radius, radius), (radius, radius), (0, 0))
+    a, b = np.pad(a, padding, mode='symmetric'), np.pad(b, padding, mode='symmetric')
+  # float64, so the numbers match skimage's to ~1e-14 (float32 would give ~1e-6).
+  with jax.enable_x64(True):
+    return np.asarray(_dm_pix_ssim(a, b, data_range, sigma, k1, k2, return_map=mirrored_border))
 
 
 def ssim_map(
   a, b, data_range: float = 255.0, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03
 ) -> np.ndarray:
-  """The SSIM of every pixel's Gaussian neighbourhood, [N, H, W] (Wang et al. 2004, eq. 13)."""
-  a, b = _as_batch(a), _as_batch(b)
-  if a.shape != b.shape:
-    raise ValueError(f'SSIM needs images of one shape, got {a.shape} and {b.shape}')
-  taps = gaussian_taps(sigma)
-  if min(a.shape[1:]) < len(taps):
-    raise ValueError(
-      f"SSIM's {len(taps)}-pixel window needs images at least that large, got {a.shape[1:]}"
-    )
-  mean_a, mean_b = gaussian_filter(a, taps), gaussian_filter(b, taps)
-  var_a = gaussian_filter(a * a, taps) - mean_a**2
-  var_b = gaussian_filter(b * b, taps) - mean_b**2
-  covariance = gaussian_filter(a * b, taps) - mean_a * mean_b
-  c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-  return ((2 * mean_a * mean_b + c1) * (2 * covariance + c2)) / (
-    (mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2)
-  )
+  """The SSIM of every pixel's Gaussian neighbourhood, [N, H, W] (Wang et al. 2004, eq. 13).
+
+  dm-pix's `ssim` map over the whole image, borders mirrored (scipy's 'reflect').
+  """
+  return _ssim(a, b, data_range, sigma, k1, k2, mirrored_border=True)[..., 0]
 
 
 def ssim(a, b, data_range: float = 255.0, sigma: float = 1.5) -> np.ndarray:
   """Per-image SSIM [N].
 
-  The map's mean without the border half a window wide (skimage's convention).
+  The map's mean without the border half a window wide (skimage's convention), which is what
+  dm-pix's `ssim` averages.
   """
-  radius = len(gaussian_taps(sigma)) // 2
-  return ssim_map(a, b, data_range, sigma)[:, radius:-radius, radius:-radius].mean(axis=(1, 2))
+  return _ssim(a, b, data_range, sigma, k1=0.01, k2=0.03, mirrored_border=False)
 
 
-def _masked_mean(values: np.ndarray, mask) -> np.ndarray:
-  """Per-image mean of [N, H, W] values over mask pixels.
-
-  All pixels when mask is None; NaN if the mask is empty.
-  """
+def _nan_outside(values: np.ndarray, mask) -> np.ndarray:
+  """values [N, H, W, 1] with NaN outside the mask, so that a NaN-ignoring mean (dm-pix's
+  `ignore_nans`) is the mean over the mask pixels; an empty mask gives NaN."""
   if mask is None:
-    return values.mean(axis=(1, 2))
-  weights = _as_batch(mask) > 0
-  counts = weights.sum(axis=(1, 2))
-  with np.errstate(invalid='ignore', divide='ignore'):
-    return np.where(counts > 0, (values * weights).sum(axis=(1, 2)) / counts, np.nan)
+    return values
+  return np.where(_as_batch(mask) > 0, values, np.nan)
 
 
 def ssim_in_mask(a, b, mask, data_range: float = 255.0, sigma: float = 1.5) -> np.ndarray:
   """Per-image mean of the (whole-image, mirrored-border) SSIM map over the mask pixels [N]."""
-  return _masked_mean(ssim_map(a, b, data_range, sigma), mask)
+  in_mask = _nan_outside(ssim_map(a, b, data_range, sigma)[..., None], mask)
+  with jax.enable_x64(True):
+    return np.asarray(jnp.nanmean(in_mask, axis=(1, 2, 3)))
 
 
 def psnr(a, b, mask=None, data_range: float = 255.0) -> np.ndarray:
@@ -127,9 +136,10 @@ def psnr(a, b, mask=None, data_range: float = 255.0) -> np.ndarray:
 
   inf where the pixels agree.
   """
-  mse = _masked_mean((_as_batch(a) - _as_batch(b)) ** 2, mask)
-  with np.errstate(divide='ignore'):
-    return 10.0 * np.log10(data_range**2 / mse)
+  # dm-pix's psnr takes the range to be 1.
+  a = _nan_outside(_as_batch(a) / data_range, mask)
+  with jax.enable_x64(True):
+    return np.asarray(pix.psnr(a, _as_batch(b) / data_range, ignore_nans=True))
 
 
 def l1(a, b, mask=None) -> np.ndarray:
@@ -137,12 +147,13 @@ def l1(a, b, mask=None) -> np.ndarray:
 
   Over the mask pixels when a mask is given.
   """
-  return _masked_mean(np.abs(_as_batch(a) - _as_batch(b)), mask)
+  with jax.enable_x64(True):
+    return np.asarray(pix.mae(_nan_outside(_as_batch(a), mask), _as_batch(b), ignore_nans=True))
 
 
 def score(output: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict[str, float]:
   """Every metric of METRICS, averaged over the images with a non-empty mask."""
-  kept = _as_batch(mask).any(axis=(1, 2))
+  kept = _as_batch(mask).any(axis=(1, 2, 3))
   if not kept.any():
     raise ValueError(
       "every mask is empty: there is nothing inpainted to score (overlay_mode='none'?)"
@@ -189,7 +200,7 @@ def write_grid(
 
   Columns: input, mask, every method's output, clean (gray levels 0..255).
   """
-  with_overlay = np.flatnonzero(_as_batch(region).any(axis=(1, 2)))
+  with_overlay = np.flatnonzero(_as_batch(region).any(axis=(1, 2, 3)))
   chosen = with_overlay[
     np.linspace(0, len(with_overlay) - 1, min(count, len(with_overlay))).astype(int)
   ]
