@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 import shutil
 
 import cv2
@@ -108,6 +109,42 @@ def test_corrupt_image_is_an_error_naming_it_or_skipped_when_asked(tmp_path, fak
     splits = data.load_splits(gc10_config(tmp_path, fake_gc10, on_corrupt='skip'))
   assert sum(len(splits[s]['label']) for s in ('train', 'validation', 'test')) == 42
   assert 'skipped 1 unreadable image(s) of 43' in caplog.text
+
+
+def encoded(suffix: str) -> bytes:
+  image = np.random.default_rng(1).integers(0, 256, (48, 96), dtype=np.uint8)
+  return cv2.imencode(suffix, image)[1].tobytes()
+
+
+@pytest.mark.parametrize('suffix', ['.jpg', '.png'])
+def test_truncated_image_is_an_error_naming_it_or_skipped_and_counted(
+  tmp_path, fake_gc10, caplog, suffix
+):
+  # Cut mid-scan: OpenCV's imread decodes such a JPEG without an error, filling the missing rows.
+  whole = encoded(suffix)
+  cut = fake_gc10 / '3' / f'cut{suffix}'
+  cut.write_bytes(whole[: int(0.6 * len(whole))])
+  with pytest.raises(gc10.Gc10LayoutError, match=re.escape(str(cut)) + '.*truncated'):
+    data.load_splits(gc10_config(tmp_path, fake_gc10))
+  with caplog.at_level(logging.WARNING):
+    splits = data.load_splits(gc10_config(tmp_path, fake_gc10, on_corrupt='skip'))
+  assert sum(len(splits[s]['label']) for s in ('train', 'validation', 'test')) == 42
+  assert 'skipped 1 unreadable image(s) of 43' in caplog.text
+
+
+def test_padding_after_the_end_marker_is_whole_and_garbage_between_markers_is_corrupt(tmp_path):
+  for suffix in ('.jpg', '.png'):
+    whole = encoded(suffix)
+    padded = tmp_path / f'padded{suffix}'
+    padded.write_bytes(whole + b'\x00' * 32 + b' \r\n')
+    expected = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(gc10.read_image(str(padded)), expected)
+  garbage = tmp_path / 'garbage.jpg'
+  garbage.write_bytes(gc10.JPEG_START + b' this is not a jpeg ' + gc10.JPEG_END)
+  with pytest.raises(gc10.Gc10LayoutError, match=r'garbage\.jpg.*corrupt or not an image'):
+    gc10.read_image(str(garbage))
+  with pytest.raises(gc10.Gc10LayoutError, match=r'missing\.jpg.*No such file'):
+    gc10.read_image(str(tmp_path / 'missing.jpg'))
 
 
 def test_unknown_label_name_is_an_error(fake_gc10):

@@ -28,6 +28,11 @@ from xaijax.data import builder
 from xaijax.data.defects import CLASS_NAMES, NUM_CLASSES
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
+JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_END = b'IEND\xaeB`\x82'  # type and CRC of the IEND chunk: the last 8 bytes of a whole PNG
+# Some cameras pad a finished file after its end marker; such a file is whole.
+TRAILING_PADDING = b'\x00 \t\r\n'
 # VOC label names of the release, plus the misspelling that occurs in some of its XML files.
 VOC_LABELS = {
   f'{k + 1}_{name}': k
@@ -108,15 +113,46 @@ def scan(manual_dir: str) -> list[Gc10Record]:
   return records
 
 
+def truncation(data: bytes) -> str | None:
+  """Why the bytes of a JPEG or PNG file look cut short, or None when they end as a whole file does.
+
+  OpenCV decodes a truncated JPEG without an error (it fills the missing rows), so a download cut
+  short would pass as an image. A JPEG must end with its end-of-image marker, a PNG with its IEND
+  chunk (padding after either is allowed). Byte stuffing keeps FF D9 out of a JPEG's compressed
+  data, so a file cut anywhere, mid-scan included, fails this. Other formats are left to the
+  decoder.
+  """
+  end = data.rstrip(TRAILING_PADDING)
+  if data.startswith(JPEG_START) and not end.endswith(JPEG_END):
+    return 'truncated: no JPEG end marker FF D9 at its end'
+  if data.startswith(PNG_SIGNATURE) and not end.endswith(PNG_END):
+    return 'truncated: no PNG IEND chunk at its end'
+  return None
+
+
 def read_image(path: str) -> np.ndarray:
-  """The grayscale uint8 image at `path`; an unreadable file raises Gc10LayoutError naming it."""
-  image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+  """The grayscale uint8 image at `path`.
+
+  An unreadable, corrupt or truncated file raises Gc10LayoutError naming it.
+  """
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as error:
+    raise _unreadable(path, str(error)) from error
+  problem = truncation(data)
+  if problem:
+    raise _unreadable(path, problem)
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
   if image is None or image.size == 0:
-    raise Gc10LayoutError(
-      f'cannot read image {path!r} (corrupt or not an image); fix or remove it, or set '
-      "data.on_corrupt='skip'"
-    )
+    raise _unreadable(path, 'corrupt or not an image')
   return image
+
+
+def _unreadable(path: str, problem: str) -> Gc10LayoutError:
+  return Gc10LayoutError(
+    f"cannot read image {path!r} ({problem}); fix or remove it, or set data.on_corrupt='skip'"
+  )
 
 
 def box_mask(boxes, original_shape, resolution: int) -> np.ndarray:
