@@ -89,6 +89,21 @@ def test_imports_the_release_layout(tmp_path, fake_gc10):
     assert np.all(np.abs(regular[train['label'] == k] - (34.5 + 20 * k)) < 6)
 
 
+def test_a_built_dataset_loads_after_its_download_folder_is_deleted(tmp_path, fake_gc10):
+  config = gc10_config(tmp_path, fake_gc10)
+  built = data.load_splits(config)
+  shutil.rmtree(fake_gc10)
+  reloaded = data.load_splits(config)
+  assert reloaded.keys() == built.keys()
+  for split in built:
+    assert reloaded[split].keys() == built[split].keys()
+    for key in built[split]:
+      np.testing.assert_array_equal(reloaded[split][key], built[split][key])
+  # A config that was never built still needs the folder, and says so.
+  with pytest.raises(gc10.Gc10LayoutError, match='does not exist'):
+    data.load_splits(gc10_config(tmp_path, fake_gc10, on_corrupt='skip'))
+
+
 def test_boxes_of_the_folder_class_only_and_the_misspelt_label(fake_gc10):
   records = {(r.label, os.path.basename(r.path)): r for r in gc10.scan(str(fake_gc10))}
   assert records[(9, 'img_10_0.jpg')].boxes == (

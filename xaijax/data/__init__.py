@@ -48,11 +48,15 @@ def make_builder(data_config) -> tfds.core.DatasetBuilder:
         "(holding '1' ... '10' and 'lable')"
       )
     manual_dir = os.path.expanduser(data_config.manual_dir)
-    gc10.scan(manual_dir)  # fail now, with the layout explained, rather than deep inside TFDS
+    # The config's identity hashes the folder's path, never its contents, so a built dataset is
+    # found again after the folder was moved or deleted.
     config = gc10.make_config(
       manual_dir, on_corrupt=data_config.get('on_corrupt', 'error'), **common
     )
-    return gc10.Gc10Det(data_dir=data_dir, config=config)
+    gc10_builder = gc10.Gc10Det(data_dir=data_dir, config=config)
+    if not gc10_builder.is_prepared():
+      gc10.scan(manual_dir)  # fail now, with the layout explained, rather than deep inside TFDS
+    return gc10_builder
   raise ValueError(f'data.name must be one of {DATASETS}, got {data_config.name!r}')
 
 

@@ -198,7 +198,9 @@ def load_images(records: list[Gc10Record], resolution: int, on_corrupt: str):
 @dataclasses.dataclass(eq=False)
 class Gc10DetConfig(builder.OverlaidImagesConfig):
   on_corrupt: str = 'error'
-  source: str = ''  # hash of the manual directory, so two downloads never share a cache
+  # Hash of the manual directory's path (not its contents), so two downloads never share a cache
+  # and a built dataset is found again without the folder.
+  source: str = ''
 
 
 def make_config(
