@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,19 +11,27 @@ def small_generator():
   return inpainting.UNetGenerator(features=4, depth=2)
 
 
-def test_generator_and_discriminator_shapes():
+@pytest.fixture(scope='module')
+def generator_params():
+  """Initialised once (compiling the init dominates these tests); a fully convolutional
+  generator's parameters do not depend on the image size."""
+  return inpainting.init_generator(inpainting.prng_key(1), small_generator(), 32, 24)
+
+
+def test_generator_and_discriminator_shapes(generator_params):
   images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (3, 32, 24, 1)), jnp.float32)
   hole = jnp.zeros_like(images).at[:, :4].set(1.0)
   condition = inpainting.generator_input(images, hole)
   assert condition.shape == (3, 32, 24, 2)
   generator = small_generator()
-  params = inpainting.init_generator(inpainting.prng_key(1), generator, 32, 24)
-  generated = generator.apply({'params': params}, condition)
+  # Jitted: op by op, every layer compiles on its own.
+  generated = jax.jit(generator.apply)({'params': generator_params}, condition)
   assert generated.shape == (3, 32, 24, 1)
   assert float(jnp.abs(generated).max()) <= 1.0
   discriminator = inpainting.PatchDiscriminator(features=4, layers=3)
   d_params = inpainting.init_discriminator(inpainting.prng_key(2), discriminator, 32, 24)
-  assert discriminator.apply({'params': d_params}, condition, generated).shape == (3, 8, 6, 1)
+  scores = jax.jit(discriminator.apply)({'params': d_params}, condition, generated)
+  assert scores.shape == (3, 8, 6, 1)
 
 
 def test_generator_input_blanks_the_hole_and_carries_it_as_a_channel():
@@ -51,10 +60,9 @@ def test_compositing_keeps_unmasked_pixels_bit_identical():
   np.testing.assert_array_equal(out[~outside], np.asarray(generated)[~outside])
 
 
-def test_fitted_inpainter_changes_only_region_pixels_of_uint8_images():
+def test_fitted_inpainter_changes_only_region_pixels_of_uint8_images(generator_params):
   generator = small_generator()
-  params = inpainting.init_generator(inpainting.prng_key(5), generator, 16, 16)
-  inpainter = gan.Inpainter(params, generator.features, generator.depth, batch_size=4)
+  inpainter = gan.Inpainter(generator_params, generator.features, generator.depth, batch_size=4)
   rng = np.random.default_rng(0)
   images = rng.integers(
     0, 256, (6, 16, 16, 1), dtype=np.uint8

@@ -90,7 +90,11 @@ def _shapes_only(alpha, classes, channels=3):
   )
 
 
-def _images(count, channels=3, seed=0):
+# One batch size everywhere: Keras' predict and our jitted apply compile once per input shape.
+BATCH = 4
+
+
+def _images(count=BATCH, channels=3, seed=0):
   return (
     np.random.default_rng(seed)
     .uniform(-1, 1, (count, RESOLUTION, RESOLUTION, channels))
@@ -118,7 +122,7 @@ def test_logits_match_keras_from_weights_h5(tmp_path, small_keras, alpha):
     reference.save_weights(path)
   model, template = _template(alpha, classes=10)
   variables = load_keras_mobilenet(path, template)
-  x = _images(4)
+  x = _images()
   expected = _keras_logits(reference, x)
   got = np.asarray(_logits(model, variables, x))
   assert np.abs(expected).max() > 0.1  # BatchNorm and the head bias make logits non-trivial
@@ -161,7 +165,7 @@ def test_tf_keras2_legacy_weights_layout(tmp_path, small_keras):
       group.attrs['weight_names'] = weight_names
   model, template = _template(0.25, classes=10)
   variables = load_keras_mobilenet(path, template)
-  x = _images(2, seed=4)
+  x = _images(seed=4)
   np.testing.assert_array_less(
     np.abs(np.asarray(_logits(model, variables, x)) - _keras_logits(reference, x)), 1e-4
   )
@@ -188,7 +192,7 @@ def test_grayscale_model_from_rgb_weights_equals_keras_on_tiled_images(small_ker
   reference, path = small_keras
   model, template = _template(0.25, classes=10, channels=1)
   variables = load_keras_mobilenet(path, template)
-  gray = _images(3, channels=1, seed=7)
+  gray = _images(channels=1, seed=7)
   expected = _keras_logits(reference, np.repeat(gray, 3, axis=-1))
   np.testing.assert_array_less(np.abs(np.asarray(_logits(model, variables, gray)) - expected), 1e-4)
 

@@ -165,7 +165,7 @@ class Models:
 
   @classmethod
   def from_config(cls, gan_config) -> Models:
-    optimizer = optax.adam(gan_config.learning_rate, b1=gan_config.b1, b2=gan_config.b2)
+    optimizer = _adam(gan_config.learning_rate, gan_config.b1, gan_config.b2)
     return cls(
       inpainting.UNetGenerator(gan_config.generator_features, gan_config.generator_depth),
       inpainting.PatchDiscriminator(
@@ -175,6 +175,13 @@ class Models:
       float(gan_config.l1_weight),
       float(gan_config.ema_decay),
     )
+
+
+@functools.cache
+def _adam(learning_rate, b1: float, b2: float) -> optax.GradientTransformation:
+  # optax.adam builds new functions on every call; one instance per setting makes equal configs
+  # give equal Models, so a second fit with the same settings reuses jitted_train_step's program.
+  return optax.adam(learning_rate, b1=b1, b2=b2)
 
 
 def init_state(key, models: Models, height: int, width: int) -> dict:
