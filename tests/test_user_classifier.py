@@ -1,4 +1,4 @@
-"""A user's own Linen classifier, named in the config, through the registry and the whole workflow."""
+"""A user's own Linen classifier, named in the config, through the registry and the workflow."""
 
 import json
 import subprocess
@@ -10,9 +10,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from tests.test_main import ROOT, TINY
 from xaijax import case_config
 from xaijax.models import registry
-from tests.test_main import ROOT, TINY
 
 # A small CNN that is not MobileNet, as a user would keep it in a file of their own: no `train`
 # argument, its own preprocessing, an extra constructor argument.

@@ -1,4 +1,4 @@
-"""`benchmark.py gan`: inpainting-GAN training steps and inpainting throughput, generators side by side.
+"""`benchmark.py gan`: inpainting-GAN training steps and inpainting throughput, per generator.
 
   python scripts/benchmark.py gan --resolution 64 --batch 8 --generators 16x2,16x3,12x3
 
