@@ -12,12 +12,15 @@ As in Quantus 0.6.0 (|a| + 1e-7 for Gini, 1e-12 inside the log), after per-image
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from xaijax.quality.maps import flat, normalise_per_image, sort_values
 
 
+@jax.jit
 def sparseness(maps):
   values = sort_values(flat(jnp.abs(normalise_per_image(maps))) + 1e-7)
   n = values.shape[1]
@@ -25,6 +28,7 @@ def sparseness(maps):
   return ((2 * index - n - 1) * values).sum(axis=1) / (n * values.sum(axis=1))
 
 
+@jax.jit
 def complexity(maps):
   values = flat(jnp.abs(normalise_per_image(maps)))
   total = values.sum(axis=1, keepdims=True)
@@ -32,6 +36,7 @@ def complexity(maps):
   return -(shares * jnp.log(shares + 1e-12)).sum(axis=1)
 
 
+@functools.partial(jax.jit, static_argnames='bins')
 def discrete_entropy(maps, bins: int = 100):
   """np.histogram(map, bins) then scipy.stats.entropy, per example (a constant map: 0)."""
   values = flat(maps)

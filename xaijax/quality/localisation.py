@@ -14,16 +14,18 @@ The first three are `xaijax.lrp.metrics`' functions, here behind the quality int
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from xaijax.lrp import metrics
 from xaijax.quality.maps import average_ranks
 
-relevance_mass_accuracy = metrics.relevance_mass_in_mask
-relevance_rank_accuracy = metrics.relevance_rank_accuracy
-pointing_game = metrics.pointing_game
+relevance_mass_accuracy = jax.jit(metrics.relevance_mass_in_mask)
+relevance_rank_accuracy = jax.jit(metrics.relevance_rank_accuracy)
+pointing_game = jax.jit(metrics.pointing_game)
 
 
+@jax.jit
 def auc(maps, mask):
   """Mann-Whitney form of the ROC AUC (equal to sklearn's roc_curve + auc, ties included)."""
   values, inside = metrics.maps_and_masks(maps, mask)

@@ -10,6 +10,8 @@ batch; per image it does not. Scores that only compare ranks or ratios are the s
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -28,21 +30,26 @@ def flat(maps):
   return maps.reshape(maps.shape[0], -1)
 
 
+@jax.jit
 def normalise_per_image(maps):
   """Each map divided by its max |value| (an all-zero map stays zero)."""
   peak = jnp.abs(flat(maps)).max(axis=1).reshape((-1,) + (1,) * (maps.ndim - 1))
   return maps / jnp.where(peak > 0, peak, 1)
 
 
+@jax.jit
 def sortable_keys(values):
   """float32 -> int32 with the same order (and equal keys for equal values, -0.0 as +0.0).
 
   XLA:CPU sorts a single int32 operand several times faster than floats or several operands.
   """
-  bits = jax.lax.bitcast_convert_type(jnp.asarray(values, jnp.float32) + 0.0, jnp.int32)
+  values = jnp.asarray(values, jnp.float32)
+  # -0.0 == 0.0 but their bits differ (XLA simplifies `x + 0.0` away, so compare instead).
+  bits = jax.lax.bitcast_convert_type(jnp.where(values == 0, 0.0, values), jnp.int32)
   return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
 
 
+@jax.jit
 def sort_values(values):
   """jnp.sort(values, axis=-1) for float32, through the faster integer sort."""
   keys = jnp.sort(sortable_keys(values), axis=-1)
@@ -50,6 +57,7 @@ def sort_values(values):
   return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
+@jax.jit
 def average_ranks(values):
   """1-based ranks along the last axis, ties sharing their mean rank (as scipy.stats.rankdata)."""
   keys = sortable_keys(values)
@@ -73,11 +81,13 @@ def pearson(a, b, axis=-1):
   return jnp.where(norm > 0, (a * b).sum(axis=axis) / jnp.where(norm > 0, norm, 1), 0.0)
 
 
+@jax.jit
 def spearman(a, b):
   """Spearman rank correlation of two batches of maps, per example (scipy.stats.spearmanr)."""
   return pearson(average_ranks(flat(a)), average_ranks(flat(b)))
 
 
+@functools.partial(jax.jit, static_argnames='window')
 def ssim(a, b, window: int = 7):
   """Structural similarity of two batches of maps [N, H, W], per example.
 

@@ -22,6 +22,7 @@ as one compiled loop (`jax.lax.map`), so the cost is one explanation per point.
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 
 import flax.linen as nn
 import flax.traverse_util
@@ -75,6 +76,7 @@ def randomised_top(variables, random_variables, ranks, cut):
   )
 
 
+@functools.partial(jax.jit, static_argnames='bins')
 def compare_to_original(original_maps, randomised_maps, bins: int = 100):
   """One point of the cascade, per example: 'spearman' and 'ssim' of the |maps| / max |map| of
   the original and the randomised model, and the discrete 'entropy' of the randomised maps."""
@@ -114,6 +116,7 @@ def mprt(
   return jax.lax.map(at_cut, jnp.asarray(cuts, jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames='bins')
 def efficient_mprt(original_maps, randomised_entropy, bins: int = 100):
   """(H(randomised) - H(original)) / H(original) per example; NaN where H(original) = 0."""
   original = complexity.discrete_entropy(original_maps, bins)
@@ -126,6 +129,7 @@ def other_classes(key, target, num_classes: int):
   return (target + shift) % num_classes
 
 
+@jax.jit
 def random_logit(original_maps, other_class_maps):
   """SSIM between the maps of the target class and of another class, both / max |map|."""
   return ssim(normalise_per_image(original_maps), normalise_per_image(other_class_maps))

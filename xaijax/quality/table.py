@@ -189,10 +189,8 @@ def evaluate(model, variables, x, masks, settings: Settings, show_progress: bool
   faithful = _faithfulness_program(
     logits, settings, chunk=max(1, settings.images_per_call // (seeds * images))
   )
-  compare = jax.jit(
-    jax.vmap(jax.vmap(randomisation.compare_to_original, in_axes=(None, 0, None)), (0, 0, None)),
-    static_argnums=2,
-  )
+  compare_one = functools.partial(randomisation.compare_to_original, bins=settings.entropy_bins)
+  compare = jax.jit(jax.vmap(jax.vmap(compare_one, in_axes=(None, 0))))
   map_scores = _map_program(settings, masks is not None)
   masks = None if masks is None else jnp.asarray(masks)
   result = {'explainers': {}, 'mprt_curves': {}, 'region_curves': {}, 'targets': targets}
@@ -205,7 +203,7 @@ def evaluate(model, variables, x, masks, settings: Settings, show_progress: bool
     original = maps[:, 0]
     scores = dict(map_scores(original, masks))
     if settings.wants(*_MPRT_MEASURES):
-      mprt = compare(original, maps[:, mprt_from:], settings.entropy_bins)
+      mprt = compare(original, maps[:, mprt_from:])
       scores['MPRT'] = mprt['spearman'][:, -1]
       scores['MPRT_SSIM'] = mprt['ssim'][:, -1]
       scores['EfficientMPRT'] = jax.vmap(
