@@ -68,8 +68,9 @@ def test_ssim_matches_scikit_image_with_the_pair_data_range():
   np.testing.assert_allclose(maps.ssim(constant, constant), [1.0])
 
 
-def test_pearson_of_a_constant_side_is_zero():
-  np.testing.assert_allclose(maps.pearson(jnp.ones((2, 5)), jnp.arange(10.0).reshape(2, 5)), 0.0)
+def test_pearson_and_spearman_of_a_constant_side_are_undefined():
+  assert np.all(np.isnan(maps.pearson(jnp.ones((2, 5)), jnp.arange(10.0).reshape(2, 5))))
+  assert np.all(np.isnan(maps.spearman(jnp.zeros((2, 8, 8)), jnp.ones((2, 8, 8)).cumsum(1))))
 
 
 # ------------------------------------------------------------------------------ faithfulness
@@ -178,7 +179,7 @@ def test_faithfulness_correlation_of_perfect_inverted_and_constant_maps(linear_c
   )
   np.testing.assert_allclose(perfect, 1.0, atol=1e-4)
   np.testing.assert_allclose(inverted, -1.0, atol=1e-4)
-  np.testing.assert_allclose(constant, 0.0, atol=1e-6)
+  assert np.all(np.isnan(constant))  # no variation in the relevance sums: undefined
   with pytest.raises(ValueError, match='subset size'):
     faithfulness.faithfulness_correlation(predict, images, contributions, 0, key, subset=64)
 

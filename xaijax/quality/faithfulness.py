@@ -144,7 +144,7 @@ def faithfulness_correlation(
   chunk: int = 16,
 ):
   """Per example: Pearson r between relevance in random pixel subsets and the score drop they
-  cause (logits by default, as Quantus). Constant relevance sums give 0 (Quantus: NaN)."""
+  cause (logits by default, as Quantus). Constant relevance sums or drops give NaN."""
   maps = flat(as_maps(relevance))
   n, pixels = maps.shape
   if not 0 < subset < pixels:

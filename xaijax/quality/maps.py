@@ -73,12 +73,12 @@ def average_ranks(values):
 
 
 def pearson(a, b, axis=-1):
-  """Pearson correlation along `axis`; 0 where either side is constant (no linear relation to
-  measure; scipy returns NaN there)."""
+  """Pearson correlation along `axis`; NaN where either side is constant (undefined, as in
+  scipy and so in Quantus)."""
   a = a - a.mean(axis=axis, keepdims=True)
   b = b - b.mean(axis=axis, keepdims=True)
   norm = jnp.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
-  return jnp.where(norm > 0, (a * b).sum(axis=axis) / jnp.where(norm > 0, norm, 1), 0.0)
+  return jnp.where(norm > 0, (a * b).sum(axis=axis) / jnp.where(norm > 0, norm, 1), jnp.nan)
 
 
 @jax.jit

@@ -37,13 +37,31 @@ SHORT_NAMES = {
 }
 
 
+def _number(value):
+  """A float for JSON, or None (null) for NaN: strict JSON has no NaN, and None == None."""
+  value = float(value)
+  return None if np.isnan(value) else value
+
+
+def _numbers(values) -> list:
+  return [_number(v) for v in np.asarray(values, np.float64).ravel()]
+
+
+def _mean_over_seeds(curves) -> list:
+  """[S, points] -> the mean over seeds that have a value at each point (None where none has)."""
+  values = np.asarray(curves, np.float64)
+  counts = np.sum(~np.isnan(values), axis=0)
+  return _numbers(np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan))
+
+
 def mean_std(per_seed) -> dict:
+  """Mean and sample std over the seeds that have a value; None where none has."""
   values = np.asarray(per_seed, np.float64)
   finite = values[~np.isnan(values)]
   return {
-    'mean': float(finite.mean()) if finite.size else float('nan'),
-    'std': float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-    'per_seed': [float(v) for v in values],
+    'mean': _number(finite.mean()) if finite.size else None,
+    'std': _number(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+    'per_seed': _numbers(values),
   }
 
 
@@ -66,11 +84,11 @@ def summarise(scores: dict, settings, sanity_threshold: float, extra: dict) -> d
     'table': table,
     'mprt_cascade': scores['cascade'],
     'mprt_curves': {
-      method: {name: np.asarray(curve).mean(axis=0).tolist() for name, curve in curves.items()}
+      method: {name: _mean_over_seeds(curve) for name, curve in curves.items()}
       for method, curves in scores['mprt_curves'].items()
     },
     'region_perturbation_curves': {
-      method: {order: np.asarray(c).mean(axis=0).tolist() for order, c in curves.items()}
+      method: {order: _mean_over_seeds(c) for order, c in curves.items()}
       for method, curves in scores['region_curves'].items()
     },
     'sanity_threshold': sanity_threshold,
@@ -83,44 +101,55 @@ def choose_explainer(table: dict, sanity_threshold: float) -> dict:
   """{'explainer': name or None, 'sentence': why}, from the table's mean values."""
 
   def mean(method, name):
-    return table[method][name]['mean'] if name in table[method] else float('nan')
+    value = table[method][name]['mean'] if name in table[method] else None
+    return float('nan') if value is None else value
 
   methods = list(table)
   if not methods:
     return {'explainer': None, 'sentence': 'No explainer was scored.'}
-  if all(np.isnan(mean(m, 'MPRT')) for m in methods):
-    passing, failing = methods, []
-    sanity = 'MPRT was not measured, so no explainer was sanity-checked'
-  else:
+  measured = any('MPRT' in table[m] for m in methods)
+  if measured:
     passing = [m for m in methods if mean(m, 'MPRT') < sanity_threshold]
-    failing = [m for m in methods if m not in passing]
-    sanity = None
-  faithful = [n for n in FAITHFULNESS if any(not np.isnan(mean(m, n)) for m in methods)]
+    failing = [m for m in methods if mean(m, 'MPRT') >= sanity_threshold]
+    # Spearman is undefined where the randomised model's maps are constant (e.g. all zero).
+    unchecked = [m for m in methods if np.isnan(mean(m, 'MPRT'))]
+  else:
+    passing, failing, unchecked = methods, [], []
+  notes = ''
+  if failing:
+    notes += f'; {", ".join(failing)} {"fails" if len(failing) == 1 else "fail"} the sanity check'
+  if unchecked:
+    notes += (
+      f'; {", ".join(unchecked)} cannot be checked (constant maps on the randomised model, where '
+      'rank correlation is undefined)'
+    )
   if not passing:
     return {
       'explainer': None,
       'sentence': (
-        f'No explainer passes the sanity check: every map stays similar to the one of the fully '
-        f'randomised model (MPRT Spearman ≥ {sanity_threshold}), so none can be trusted here.'
+        f'No explainer passes the sanity check (MPRT Spearman below {sanity_threshold} between '
+        f'the maps of the trained and the fully randomised model){notes}.'
       ),
     }
+  faithful = [n for n in FAITHFULNESS if any(not np.isnan(mean(m, n)) for m in passing)]
   ranks = _mean_ranks(passing, faithful, mean)
   best = min(passing, key=lambda m: (ranks[m], m)) if faithful else passing[0]
-  checked = sanity or (
-    f'passes the sanity check (MPRT Spearman {mean(best, "MPRT"):.2f} < {sanity_threshold})'
-  )
-  how = (
-    f'ranks first on faithfulness among those that pass (mean rank {ranks[best]:.1f} over '
-    + ', '.join(SHORT_NAMES[n].rstrip(' ↑↓') for n in faithful)
-    + ')'
-    if faithful
-    else 'is the first of those that pass (no faithfulness measure was run)'
-  )
-  verb = 'fails' if len(failing) == 1 else 'fail'
-  failed = f'; {", ".join(failing)} {verb} the sanity check' if failing else ''
+  if measured:
+    checked = (
+      f'passes the sanity check (MPRT Spearman {mean(best, "MPRT"):.2f} < {sanity_threshold})'
+    )
+  else:
+    checked = 'was not sanity-checked (MPRT was not run)'
+  if faithful:
+    over = ', '.join(SHORT_NAMES[n].rstrip(' ↑↓') for n in faithful)
+    how = (
+      f'ranks first on faithfulness among those that pass (mean rank {ranks[best]:.1f} over {over})'
+    )
+  else:
+    how = 'is the first of those that pass (no faithfulness measure was run)'
   return {
     'explainer': best,
-    'sentence': f'The data support **{best}**: it {checked} and {how}{failed}.',
+    'sentence': f'The data support **{best}**: it {checked} and {how}{notes}.',
   }
 
 
@@ -152,7 +181,11 @@ def markdown(quality: dict) -> list[str]:
   ]
   for method in quality['explainers']:
     row = quality['table'][method]
-    cells = [f'{row[n]["mean"]:.2f} ± {row[n]["std"]:.2f}' if n in row else '–' for n in names]
+    cells = [
+      f'{row[n]["mean"]:.2f} ± {row[n]["std"]:.2f}' if row.get(n, {}).get('mean') is not None
+      else '–'
+      for n in names
+    ]  # fmt: skip
     lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
   lines += ['', quality['verdict'], '']
   if quality.get('figure'):
@@ -167,7 +200,12 @@ def write_figure(path: str, quality: dict) -> None:
   cascade = quality['mprt_cascade']
   for method, curves in quality['mprt_curves'].items():
     left.plot(
-      range(len(cascade) + 1), [1.0] + curves['spearman'], marker='o', ms=3, lw=1.2, label=method
+      range(len(cascade) + 1),
+      [1.0] + [np.nan if v is None else v for v in curves['spearman']],
+      marker='o',
+      ms=3,
+      lw=1.2,
+      label=method,
     )
   left.set_xticks(range(len(cascade) + 1), ['none'] + cascade, rotation=45, ha='right', fontsize=7)
   left.set_xlabel('randomised from the top down to')
@@ -176,7 +214,8 @@ def write_figure(path: str, quality: dict) -> None:
   left.set_ylim(-0.2, 1.05)
   for method, curves in quality['region_perturbation_curves'].items():
     if 'morf' in curves:
-      right.plot(range(1, len(curves['morf']) + 1), curves['morf'], lw=1.2, label=method)
+      morf = [np.nan if v is None else v for v in curves['morf']]
+      right.plot(range(1, len(morf) + 1), morf, lw=1.2, label=method)
   right.set_xlabel('regions replaced (most relevant first)')
   right.set_ylabel('f(x) - f(x perturbed)')
   right.set_title('Region perturbation (MoRF)', fontsize=10)

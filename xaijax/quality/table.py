@@ -3,10 +3,12 @@
     scores = table.evaluate(model, stacked_variables, x, masks, settings)   # seed axis first
     # scores['explainers'][method][measure] -> [seeds] (mean over images)
 
-One compiled program per explainer explains all seeds (vmap over the stacked variables), the
-target class of another class, and every point of the MPRT cascade (`jax.lax.map`); one shared
-program per set of shapes perturbs the images for the faithfulness measures; one more scores the
-maps (localisation, complexity). The target is each seed's predicted class.
+Every model an explainer must explain (each seed's trained model for its predicted class and for
+another class, and each point of the MPRT cascade) is stacked on one leading axis and explained
+by one compiled program (`explainers.StackExplainer`: one per LRP composite, one gradient program
+for all gradient methods). One program perturbs the images for the faithfulness measures of
+every explainer (the maps are its input), one compares the cascade's maps, one scores the maps
+(localisation, complexity). The target is each seed's predicted class.
 """
 
 from __future__ import annotations
@@ -150,83 +152,136 @@ def evaluate(model, variables, x, masks, settings: Settings, show_progress: bool
     [S, cuts]}}, 'region_curves': {method: {'morf'|'lerf': [S, regions]}}, 'cascade': [the
     lowest layer randomised at each cut], 'targets': [S, N]}
   """
-  variables = flax.core.unfreeze(variables)
-  x = jnp.asarray(x)
-  seeds = jax.tree.leaves(variables)[0].shape[0]
-  one_seed = jax.tree.map(lambda leaf: leaf[0], variables)
-  call_kwargs = explainers.call_kwargs_of(model)
-  logits = explainers.logits_fn(model)
-  key_init, key_explain, key_other, key_faithful = jax.random.split(
-    jax.random.key(settings.seed), 4
-  )
-  paths = randomisation.layer_paths(model, one_seed, x[:1], call_kwargs)
-  random_variables = flax.core.unfreeze(
-    jax.jit(functools.partial(model.init, **call_kwargs))(key_init, x[:1])
-  )
-  ranks = randomisation.layer_ranks(one_seed, paths)
-  cuts = randomisation.cascade_cuts(len(paths), settings.mprt_cuts)
-  all_logits = jax.jit(jax.vmap(logits, in_axes=(0, None)))(variables, x)
-  targets = jnp.argmax(all_logits, axis=-1)  # [S, N]
+  return QualityTable(model, settings)(variables, x, masks, show_progress)
 
-  # Every model an explainer must explain, seed by seed: the trained one for the target class,
-  # for another class (RandomLogit), and the randomised ones of the MPRT cascade.
-  variants = [(0, targets)]
-  if settings.wants('RandomLogit'):
-    other = randomisation.other_classes(key_other, targets, all_logits.shape[-1])
-    variants.append((0, other))
-  mprt_from = len(variants)
-  if settings.wants(*_MPRT_MEASURES):
-    variants += [(cut, targets) for cut in cuts]
-  stacked = _stack_variants(
-    [randomisation.randomised_top(variables, random_variables, ranks, c) for c, _ in variants]
-  )
-  variant_targets = jnp.stack([t for _, t in variants], axis=1).reshape(-1, x.shape[0])
 
-  images = x.shape[0]
-  explain = explainers.StackExplainer(
-    model, settings.explainer, models_per_call=max(1, settings.images_per_call // images)
-  )
-  faithful = _faithfulness_program(
-    logits, settings, chunk=max(1, settings.images_per_call // (seeds * images))
-  )
-  compare_one = functools.partial(randomisation.compare_to_original, bins=settings.entropy_bins)
-  compare = jax.jit(jax.vmap(jax.vmap(compare_one, in_axes=(None, 0))))
-  map_scores = _map_program(settings, masks is not None)
-  masks = None if masks is None else jnp.asarray(masks)
-  result = {'explainers': {}, 'mprt_curves': {}, 'region_curves': {}, 'targets': targets}
-  result['cascade'] = ['/'.join(paths[len(paths) - cut]) for cut in cuts]
-  methods = tqdm.tqdm(settings.explainers, desc='explanation quality', disable=not show_progress)
-  for method in methods:
-    methods.set_postfix_str(method)
-    relevance = explain(method, stacked, x, variant_targets, key_explain)
-    maps = relevance.sum(axis=-1).reshape((seeds, len(variants)) + x.shape[:3])
-    original = maps[:, 0]
-    scores = dict(map_scores(original, masks))
+class QualityTable:
+  """`evaluate` with its compiled programs kept, so that another call with the same shapes (other
+  seeds, other images) compiles nothing; its parts are public for the benchmark."""
+
+  def __init__(self, model, settings: Settings):
+    self.model, self.settings = model, settings
+    self.call_kwargs = explainers.call_kwargs_of(model)
+    self.logits = explainers.logits_fn(model)
+    self._init = jax.jit(functools.partial(model.init, **self.call_kwargs))
+    self._all_logits = jax.jit(jax.vmap(self.logits, in_axes=(0, None)))
+    bins = settings.entropy_bins
+    compare = functools.partial(randomisation.compare_to_original, bins=bins)
+    self._compare = jax.jit(jax.vmap(jax.vmap(compare, in_axes=(None, 0))))
+    efficient = functools.partial(randomisation.efficient_mprt, bins=bins)
+    self._efficient_mprt = jax.jit(jax.vmap(efficient))
+    self._random_logit = jax.jit(jax.vmap(randomisation.random_logit))
+    self._explainers, self._faithfulness, self._map_scores = {}, {}, {}
+    self._keys = jax.random.split(jax.random.key(settings.seed), 4)
+
+  def __call__(self, variables, x, masks, show_progress: bool = False) -> dict:
+    variables = flax.core.unfreeze(variables)
+    x = jnp.asarray(x)
+    logits = self._all_logits(variables, x)
+    targets = jnp.argmax(logits, axis=-1)  # [S, N]
+    cascade = self.cascade(variables, x, num_classes=int(logits.shape[-1]))
+    result = {'explainers': {}, 'mprt_curves': {}, 'region_curves': {}, 'targets': targets}
+    result['cascade'] = cascade['names']
+    settings = self.settings
+    methods = tqdm.tqdm(settings.explainers, desc='explanation quality', disable=not show_progress)
+    for method in methods:
+      methods.set_postfix_str(method)
+      maps, scores = self.randomisation_scores(method, variables, x, targets, cascade)
+      if 'spearman' in scores:
+        result['mprt_curves'][method] = {
+          name: _mean_over_images(scores.pop(name)) for name in ('spearman', 'ssim')
+        }
+      scores.update(self.map_scores(maps, masks))
+      curves = self.faithfulness_scores(variables, x, maps, targets)
+      result['region_curves'][method] = {
+        order: np.asarray(curves.pop(order)).mean(axis=1)
+        for order in _REGION_MEASURES
+        if order in curves
+      }
+      scores.update(curves)
+      result['explainers'][method] = {
+        name: _mean_over_images(scores[name]) for name in settings.measures if name in scores
+      }
+    return result
+
+  def cascade(self, variables, x, num_classes: int) -> dict:
+    """What the randomisation measures need: the layers' ranks, the MPRT cuts (and the lowest
+    layer each reaches), a fresh initialisation, the number of classes (RandomLogit)."""
+    one_seed = jax.tree.map(lambda leaf: leaf[0], variables)
+    paths = randomisation.layer_paths(self.model, one_seed, x[:1], self.call_kwargs)
+    cuts = randomisation.cascade_cuts(len(paths), self.settings.mprt_cuts)
+    return {
+      'ranks': randomisation.layer_ranks(one_seed, paths),
+      'cuts': cuts,
+      'names': ['/'.join(paths[len(paths) - cut]) for cut in cuts],
+      'random_variables': flax.core.unfreeze(self._init(self._keys[0], x[:1])),
+      'num_classes': num_classes,
+    }
+
+  def explanations(self, method, variables, x, targets, cascade):
+    """Maps [S, V, N, H, W] of every model an explainer must explain, seed by seed: the trained
+    one for the target class, for another class (RandomLogit), and the randomised ones of the
+    MPRT cascade; and where in V those start."""
+    settings = self.settings
+    variants = [(0, targets)]
+    if settings.wants('RandomLogit'):
+      other = randomisation.other_classes(self._keys[2], targets, cascade['num_classes'])
+      variants.append((0, other))
+    mprt_from = len(variants)
     if settings.wants(*_MPRT_MEASURES):
-      mprt = compare(original, maps[:, mprt_from:])
+      variants += [(cut, targets) for cut in cascade['cuts']]
+    stacked = _stack_variants(
+      [
+        randomisation.randomised_top(variables, cascade['random_variables'], cascade['ranks'], cut)
+        for cut, _ in variants
+      ]
+    )
+    variant_targets = jnp.stack([t for _, t in variants], axis=1).reshape(-1, x.shape[0])
+    models_per_call = max(1, settings.images_per_call // x.shape[0])
+    if models_per_call not in self._explainers:
+      self._explainers[models_per_call] = explainers.StackExplainer(
+        self.model, settings.explainer, models_per_call
+      )
+    relevance = self._explainers[models_per_call](
+      method, stacked, x, variant_targets, self._keys[1]
+    )
+    seeds = targets.shape[0]
+    return relevance.sum(axis=-1).reshape((seeds, len(variants)) + x.shape[:3]), mprt_from
+
+  def randomisation_scores(self, method, variables, x, targets, cascade):
+    """(maps [S, N, H, W] of the trained model, {measure: [S, N]}) for MPRT, MPRT_SSIM,
+    EfficientMPRT, RandomLogit, plus the cascade curves 'spearman' and 'ssim' [S, cuts, N]."""
+    maps, mprt_from = self.explanations(method, variables, x, targets, cascade)
+    original, scores = maps[:, 0], {}
+    if self.settings.wants(*_MPRT_MEASURES):
+      mprt = self._compare(original, maps[:, mprt_from:])
       scores['MPRT'] = mprt['spearman'][:, -1]
       scores['MPRT_SSIM'] = mprt['ssim'][:, -1]
-      scores['EfficientMPRT'] = jax.vmap(
-        functools.partial(randomisation.efficient_mprt, bins=settings.entropy_bins)
-      )(original, mprt['entropy'][:, -1])
-      result['mprt_curves'][method] = {
-        name: _mean_over_images(mprt[name]) for name in ('spearman', 'ssim')
-      }
-    if settings.wants('RandomLogit'):
-      scores['RandomLogit'] = jax.vmap(randomisation.random_logit)(original, maps[:, 1])
-    curves = faithful(variables, x, original, targets, key_faithful)
-    for order, name in _REGION_MEASURES.items():
-      if order in curves:
-        scores[name] = faithfulness.aopc(curves[order])
+      scores['EfficientMPRT'] = self._efficient_mprt(original, mprt['entropy'][:, -1])
+      scores['spearman'], scores['ssim'] = mprt['spearman'], mprt['ssim']
+    if self.settings.wants('RandomLogit'):
+      scores['RandomLogit'] = self._random_logit(original, maps[:, 1])
+    return original, scores
+
+  def faithfulness_scores(self, variables, x, maps, targets) -> dict:
+    """{measure: [S, N]} of the perturbation measures, and the curves 'morf'/'lerf'."""
+    chunk = max(1, self.settings.images_per_call // (maps.shape[0] * maps.shape[1]))
+    if chunk not in self._faithfulness:
+      self._faithfulness[chunk] = _faithfulness_program(self.logits, self.settings, chunk)
+    curves = self._faithfulness[chunk](variables, x, maps, targets, self._keys[3])
+    scores = {
+      name: faithfulness.aopc(curves[o]) for o, name in _REGION_MEASURES.items() if o in curves
+    }
     if 'correlation' in curves:
       scores['FaithfulnessCorrelation'] = curves['correlation']
-    result['region_curves'][method] = {
-      order: np.asarray(curves[order]).mean(axis=1) for order in _REGION_MEASURES if order in curves
-    }
-    result['explainers'][method] = {
-      name: _mean_over_images(scores[name]) for name in settings.measures if name in scores
-    }
-  return result
+    return {**scores, **{o: curves[o] for o in _REGION_MEASURES if o in curves}}
+
+  def map_scores(self, maps, masks) -> dict:
+    """{measure: [S, N]} of the localisation (when masks are given) and complexity measures."""
+    with_masks = masks is not None
+    if with_masks not in self._map_scores:
+      self._map_scores[with_masks] = _map_program(self.settings, with_masks)
+    return dict(self._map_scores[with_masks](maps, None if masks is None else jnp.asarray(masks)))
 
 
 def _stack_variants(variants):
