@@ -142,9 +142,8 @@ def choose_explainer(table: dict, sanity_threshold: float) -> dict:
     checked = 'was not sanity-checked (MPRT was not run)'
   if faithful:
     over = ', '.join(SHORT_NAMES[n].rstrip(' ↑↓') for n in faithful)
-    how = (
-      f'ranks first on faithfulness among those that pass (mean rank {ranks[best]:.1f} over {over})'
-    )
+    among = 'among those that pass' if measured else 'of all'
+    how = f'ranks first on faithfulness {among} (mean rank {ranks[best]:.1f} over {over})'
   else:
     how = 'is the first of those that pass (no faithfulness measure was run)'
   return {
