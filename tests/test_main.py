@@ -75,7 +75,8 @@ def test_explanation_quality_table_lands_in_results_and_report(finished_run):
   quality = json.loads((finished_run / 'run' / 'results.json').read_text())['explanation_quality']
   assert quality['explainers'] == ['gradient', 'random', 'lrp_epsilon']
   random_mprt = quality['table']['random']['MPRT']
-  assert random_mprt['mean'] == 1.0 and len(random_mprt['per_seed']) == 2  # ignores the model
+  # It ignores the model: its maps are the same after randomisation (Spearman 1 in float32).
+  assert abs(random_mprt['mean'] - 1.0) < 1e-4 and len(random_mprt['per_seed']) == 2
   assert quality['supported_explainer'] != 'random' and 'random fails' in quality['verdict']
   report = (finished_run / 'run' / 'report.md').read_text()
   assert '## Can the heatmaps be trusted?' in report and quality['verdict'] in report
