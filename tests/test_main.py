@@ -17,6 +17,11 @@ TINY = [
   '--config.train.seeds=2',
   '--config.train.batch_size=8',
   '--config.train.progress_bar=False',
+  "--config.quality.explainers=('gradient', 'random', 'lrp_epsilon')",
+  '--config.quality.images=4',
+  '--config.quality.mprt_cuts=2',
+  '--config.quality.regions=4',
+  '--config.quality.faithfulness_runs=8',
 ]
 
 
@@ -62,7 +67,21 @@ def test_results_json_has_every_split_seed_and_the_relevance_share(finished_run)
     'dataset_remedies.png',
   ):
     assert (finished_run / 'run' / name).stat().st_size > 500, name
-  assert '| test (as distributed) |' in (finished_run / 'run' / 'report.md').read_text()
+  report = (finished_run / 'run' / 'report.md').read_text()
+  assert '| test (as distributed) |' in report
+
+
+def test_explanation_quality_table_lands_in_results_and_report(finished_run):
+  quality = json.loads((finished_run / 'run' / 'results.json').read_text())['explanation_quality']
+  assert quality['explainers'] == ['gradient', 'random', 'lrp_epsilon']
+  random_mprt = quality['table']['random']['MPRT']
+  # It ignores the model: its maps are the same after randomisation (Spearman 1 in float32).
+  assert abs(random_mprt['mean'] - 1.0) < 1e-4 and len(random_mprt['per_seed']) == 2
+  assert quality['supported_explainer'] != 'random' and 'random fails' in quality['verdict']
+  report = (finished_run / 'run' / 'report.md').read_text()
+  assert '## Can the heatmaps be trusted?' in report and quality['verdict'] in report
+  assert '| lrp_epsilon | ' in report
+  assert (finished_run / 'run' / 'explanation_quality.png').stat().st_size > 10_000
 
 
 def test_a_rerun_skips_finished_stages_and_gives_the_same_results(finished_run):
@@ -72,6 +91,7 @@ def test_a_rerun_skips_finished_stages_and_gives_the_same_results(finished_run):
   after = json.loads((finished_run / 'run' / 'results.json').read_text())
   assert after['splits'] == before['splits']
   assert after['relevance_mass_in_overlay'] == before['relevance_mass_in_overlay']
+  assert after['explanation_quality'] == before['explanation_quality']
 
 
 def test_bad_config_fails_at_start_saying_what_to_change(tmp_path):

@@ -79,11 +79,14 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
       'model': config.model.to_dict(),
       'train': config.train.to_dict(),
       'lrp': config.lrp.to_dict(),
+      'quality': config.quality.to_dict(),
     },
     'wall_time_seconds': {**timings, 'total': round(sum(timings.values()), 1)},
   }
   if 'inpainting' in stages:
     results['inpainting'] = stages['inpainting']
+  if 'quality' in stages:
+    results['explanation_quality'] = stages['quality']
   write_json(os.path.join(workdir, RESULTS_FILE), results)
 
   lines = [
@@ -117,6 +120,10 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     f'| defect | {pm(results["relevance_mass_in_defect"], 3)} |',
     '',
   ]
+  if 'quality' in stages:
+    from xaijax.quality import summary  # pylint: disable=import-outside-toplevel
+
+    lines += summary.markdown(stages['quality'])
   if 'inpainting' in results:
     lines += [
       '## Inpainting quality against the clean images (test split)',

@@ -2,7 +2,8 @@
 rerun when its output is there, so a killed run resumes instead of starting over.
 
     dataset -> remedy (fit the inpainter first for `generative`) -> train N seeds -> evaluate
-    (test, test_clean, test_attacked) -> explain (LRP; relevance share in the overlay) -> report
+    (test, test_clean, test_attacked) -> explain (LRP; relevance share in the overlay) -> quality
+    (sanity, faithfulness, localisation, complexity of every explainer) -> report
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from xaijax.workdir import (
   DATASET_FILE,
   EVALUATION_FILE,
   EXPLANATION_FILE,
+  QUALITY_FIGURE,
+  QUALITY_FILE,
   REMEDIED_IMAGES_FILE,
   TIMINGS_FILE,
   read_json,
@@ -248,6 +251,47 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
   return explanation
 
 
+def quality_stage(config, splits: dict, result, workdir: str) -> dict:
+  """Can the heatmaps be trusted? Every explainer of config.quality scored by every measure on
+  test images, all seeds at once (explanation_quality.json and .png; xaijax.quality)."""
+  path = os.path.join(workdir, QUALITY_FILE)
+  if os.path.exists(path):
+    return read_json(path)
+  from xaijax.quality import summary, table
+
+  quality_config = config.quality
+  classifier = registry.build(config.model)
+  test = splits['test']
+  count = min(int(quality_config.images), len(test['label']))
+  rng = np.random.default_rng(int(quality_config.seed))
+  chosen = np.sort(rng.choice(len(test['label']), count, replace=False))
+  settings = table.Settings.from_config(quality_config, float(config.lrp.epsilon))
+  start = time.time()
+  scores = table.evaluate(
+    classifier.module,
+    result.variables,
+    classifier.preprocess(test['image'][chosen]),
+    test[quality_config.mask][chosen],
+    settings,
+    show_progress=bool(config.train.progress_bar),
+  )
+  about = {
+    'split': 'test',
+    'images': count,
+    'seeds': [int(s) for s in result.seeds],
+    'target': 'predicted class',
+    'mask_name': "overlay's pixels" if quality_config.mask == 'mask' else 'defect',
+    'settings': quality_config.to_dict(),
+    'seconds': round(time.time() - start, 1),
+  }
+  quality = summary.summarise(scores, settings, float(quality_config.sanity_threshold), about)
+  summary.write_figure(os.path.join(workdir, QUALITY_FIGURE), quality)
+  quality['figure'] = QUALITY_FIGURE
+  write_json(path, quality)
+  logging.info('explanation quality: %s', quality['verdict'])
+  return quality
+
+
 def run(config, workdir: str) -> dict:
   """Every stage of the case `config` describes, in `workdir`; returns what results.json holds."""
   case_config.validate(config)
@@ -272,6 +316,8 @@ def run(config, workdir: str) -> dict:
   result = timed('train', train_stage, config, splits, workdir)
   timed('evaluate', evaluate_stage, config, splits, result, workdir)
   timed('explain', explain_stage, config, splits, result, workdir)
+  if config.quality.enabled:
+    timed('quality', quality_stage, config, splits, result, workdir)
   results = report.write_case_report(config, workdir, result, stages, timings.seconds)
   logging.info('done: %s', workdir)
   return results

@@ -7,6 +7,7 @@ here, only when called.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 import types
 
@@ -37,7 +38,8 @@ def import_zennit():
   import torch  # pylint: disable=import-outside-toplevel
 
   try:
-    pass  # pylint: disable=import-outside-toplevel,unused-import
+    # Imported for its side effect only (a linter's autofix once deleted a plain import here).
+    importlib.import_module('torchvision.models.resnet')
   except Exception:  # pylint: disable=broad-except
     resnet = types.ModuleType('torchvision.models.resnet')
     resnet.Bottleneck = type('Bottleneck', (), {})
