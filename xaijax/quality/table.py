@@ -175,7 +175,8 @@ class QualityTable:
     self._keys = jax.random.split(jax.random.key(settings.seed), 4)
 
   def __call__(self, variables, x, masks, show_progress: bool = False) -> dict:
-    variables = flax.core.unfreeze(variables)
+    # Training keeps an empty 'batch_stats' for models without BatchNorm, which `init` omits.
+    variables = {name: tree for name, tree in flax.core.unfreeze(variables).items() if tree}
     x = jnp.asarray(x)
     logits = self._all_logits(variables, x)
     targets = jnp.argmax(logits, axis=-1)  # [S, N]
