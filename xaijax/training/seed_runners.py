@@ -133,10 +133,10 @@ def mesh_shape(
 ) -> tuple[int, int]:
   """(devices along 'seeds', devices along 'data') for `num_seeds` seeds on `num_devices`.
 
-  `data_parallel` > 0 fixes the 'data' size. 0 chooses: every device holds its own seeds while
-  there are at least as many seeds as devices; with fewer, the 'seeds' axis is the largest
-  divisor of the device count not above the seed count (as few idle padding seeds as it
-  allows), and the devices left over split each seed's batch (a size that divides the batch).
+  `data_parallel` > 0 fixes the 'data' size. 0 chooses: with at least as many seeds as devices,
+  every device holds its own seeds (no batch is split, no communication). With fewer, the
+  layout with the fewest seed slots (so the least work per device), among those whose 'data'
+  size divides the batch; on a tie, the larger 'seeds' axis (less communication).
   """
   if data_parallel:
     if num_devices % data_parallel or batch_size % data_parallel:
@@ -147,11 +147,13 @@ def mesh_shape(
     return num_devices // data_parallel, data_parallel
   if num_seeds >= num_devices:
     return num_devices, 1
-  for seed_devices in range(num_seeds, 0, -1):
-    data = num_devices // seed_devices
-    if num_devices % seed_devices == 0 and batch_size % data == 0:
-      return seed_devices, data
-  return num_devices, 1  # unreachable: seed_devices = num_devices would have been taken
+  layouts = [
+    (math.ceil(num_seeds / seeds) * seeds, -seeds)
+    for seeds in range(1, num_devices + 1)
+    if num_devices % seeds == 0 and batch_size % (num_devices // seeds) == 0
+  ]
+  seeds = -min(layouts)[1]  # never empty: seeds = num_devices has a 'data' size of 1
+  return seeds, num_devices // seeds
 
 
 def packed_slot_count(num_active: int, seed_devices: int, num_slots: int) -> int:
