@@ -22,7 +22,14 @@ import argparse
 
 from xaijax.benchmarks import gan, lrp, sweep, train
 
-SUBCOMMANDS = (train.add_train, lrp.add_lrp, gan.add_gan, sweep.add_repack, sweep.add_processes)
+SUBCOMMANDS = (
+  train.add_train,
+  lrp.add_lrp,
+  gan.add_gan,
+  sweep.add_repack,
+  sweep.add_mesh,
+  sweep.add_processes,
+)
 
 
 def main(argv=None) -> None:

@@ -2,10 +2,14 @@
 
   python scripts/benchmark.py repack --seeds 8 --epochs 12 --patience 2
   python scripts/benchmark.py processes --processes 1,2 --seeds-per-process 2 --pin
+  python scripts/benchmark.py mesh --seeds 2 --data-parallel 1,0   # several devices
 
 `repack`: a sweep whose seeds stop at different epochs (learning rates spread over the seeds),
 trained with and without `train.repack_stopped_seeds`, interleaved; says the seed-epochs each
 computed, the wall times, and whether every seed got the same numbers.
+
+`mesh`: fewer seeds than devices, with the seeds alone on the mesh (`--data-parallel 1`: idle
+devices) against each seed's batch split over the rest (0: automatic), interleaved.
 
 `processes`: the same sweep on N local processes (jax.distributed over localhost, one CPU device
 each, Gloo between them) with N times the seeds, so equal work per device: ideal scaling keeps
@@ -123,6 +127,58 @@ def run_repack(args) -> None:
   )
 
 
+# -------------------------------------------------------------------------------------- mesh
+
+
+def _mesh_sweeper(args, data_parallel: int):
+  from xaijax.training import classifier
+
+  config = sweep_config(args, args.seeds, True)
+  config.train.data_parallel = data_parallel
+  splits = _train_splits(config)
+  folder = tempfile.mkdtemp(prefix=f'xaijax_mesh_{data_parallel}_')
+  runs = iter(range(10**6))
+
+  def sweep_once():
+    workdir = os.path.join(folder, f'run_{next(runs)}')
+    classifier.train_classifier(config, splits, workdir)
+    shutil.rmtree(workdir)
+
+  return sweep_once
+
+
+def run_mesh(args) -> None:
+  import jax
+
+  from xaijax.training import seed_runners
+
+  _train_splits(sweep_config(args, args.seeds, True))
+  factories = {
+    f'data_parallel_{value}': functools.partial(_mesh_sweeper, data_parallel=value)
+    for value in args.data_parallel
+  }
+  seconds = time_interleaved(factories, args, warmup=1, repeats=args.repeats, steps=1)
+  for name, timing in seconds.items():
+    asked = int(name.rsplit('_', 1)[1])
+    seed_devices, data_devices = seed_runners.mesh_shape(
+      jax.device_count(), args.seeds, args.batch, asked
+    )
+    emit(
+      {
+        'name': 'sweep_mesh',
+        'data_parallel_asked': asked,
+        'mesh': {'seeds': seed_devices, 'data': data_devices},
+        'devices': jax.device_count(),
+        'seeds': args.seeds,
+        'seconds_per_sweep': round(timing['wall'], 2),
+        'cpu_seconds_per_sweep': round(timing['cpu'], 2),
+        'vs_first': round(timing['wall'] / seconds[next(iter(seconds))]['wall'], 3),
+        'platform': jax.devices()[0].platform,
+        **_settings(args),
+      }
+    )
+
+
 # --------------------------------------------------------------------------------- processes
 
 
@@ -137,6 +193,8 @@ def process_worker() -> None:
   job = json.loads(os.environ['XAIJAX_SWEEP_WORKER'])
   if job['core'] is not None:
     os.sched_setaffinity(0, {job['core']})  # before XLA sizes its thread pool
+  if job['args']['platform'] == 'gpu':
+    os.environ['JAX_LOCAL_DEVICE_IDS'] = str(job['process_id'])  # one GPU per process
   import argparse
 
   import jax
@@ -183,8 +241,10 @@ def _run_processes(args, processes: int, workdir: str) -> dict:
       'workdir': workdir,
       'core': cores[index % len(cores)] if args.pin else None,
     }
-    env = dict(os.environ, XAIJAX_SWEEP_WORKER=json.dumps(job), JAX_PLATFORMS='cpu')
-    env.pop('XLA_FLAGS', None)  # one CPU device per process
+    env = dict(os.environ, XAIJAX_SWEEP_WORKER=json.dumps(job))
+    if args.platform == 'cpu':
+      env.update(JAX_PLATFORMS='cpu')
+      env.pop('XLA_FLAGS', None)  # one CPU device per process
     launched.append(
       subprocess.Popen(
         [sys.executable, '-c', 'from xaijax.benchmarks import sweep; sweep.process_worker()'],
@@ -269,6 +329,21 @@ def add_repack(subparsers) -> None:
   parser.set_defaults(run=run_repack)
 
 
+def add_mesh(subparsers) -> None:
+  parser = subparsers.add_parser(
+    'mesh', help='fewer seeds than devices: seeds alone against a seeds x data mesh'
+  )
+  _add_sweep_arguments(parser)
+  parser.add_argument('--seeds', type=int, default=2)
+  parser.add_argument(
+    '--data-parallel',
+    type=lambda t: [int(v) for v in t.split(',')],
+    default=[1, 0],
+    help='train.data_parallel values to compare (1: seeds only; 0: automatic)',
+  )
+  parser.set_defaults(run=run_mesh, patience=1000)
+
+
 def add_processes(subparsers) -> None:
   parser = subparsers.add_parser(
     'processes', help='one sweep on N local processes (jax.distributed), equal work per device'
@@ -277,5 +352,8 @@ def add_processes(subparsers) -> None:
   parser.add_argument('--processes', type=lambda t: [int(v) for v in t.split(',')], default=[1, 2])
   parser.add_argument('--seeds-per-process', type=int, default=2)
   parser.add_argument('--pin', action='store_true', help='each process on a core of its own')
+  parser.add_argument(
+    '--platform', choices=('cpu', 'gpu'), default='cpu', help='one CPU device or one GPU each'
+  )
   parser.add_argument('--out', default='', help='folder for the temporary workdirs')
   parser.set_defaults(run=run_processes, patience=1000)  # nobody stops: equal work throughout
