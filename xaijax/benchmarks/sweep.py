@@ -193,8 +193,6 @@ def process_worker() -> None:
   job = json.loads(os.environ['XAIJAX_SWEEP_WORKER'])
   if job['core'] is not None:
     os.sched_setaffinity(0, {job['core']})  # before XLA sizes its thread pool
-  if job['args']['platform'] == 'gpu':
-    os.environ['JAX_LOCAL_DEVICE_IDS'] = str(job['process_id'])  # one GPU per process
   import argparse
 
   import jax
@@ -215,12 +213,14 @@ def process_worker() -> None:
   splits = _train_splits(config)
   seconds = []
   for run in range(2):  # the first compiles, the second runs compiled programs
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     classifier.train_classifier(config, splits, os.path.join(job['workdir'], f'run_{run}'))
     seconds.append(time.perf_counter() - start)
+  cpu_seconds = time.process_time() - cpu_start  # this process's CPU time in the second sweep
   if distributed.is_writer():
     record = {
       'seconds': seconds,
+      'cpu_seconds': cpu_seconds,
       'devices': jax.device_count(),
       'images_per_epoch': len(splits['train']['label']) // args.batch * args.batch,
     }
@@ -242,7 +242,9 @@ def _run_processes(args, processes: int, workdir: str) -> dict:
       'core': cores[index % len(cores)] if args.pin else None,
     }
     env = dict(os.environ, XAIJAX_SWEEP_WORKER=json.dumps(job))
-    if args.platform == 'cpu':
+    if args.platform == 'gpu':
+      env['CUDA_VISIBLE_DEVICES'] = str(index)  # one GPU per process, also for one process
+    else:
       env.update(JAX_PLATFORMS='cpu')
       env.pop('XLA_FLAGS', None)  # one CPU device per process
     launched.append(
@@ -281,6 +283,10 @@ def run_processes(args) -> None:
         'devices': runs[0]['devices'],
         'seeds': processes * args.seeds_per_process,
         'seconds_per_sweep': round(compiled, 2),
+        # Process 0's CPU time in that sweep: the work one process does, whatever else runs.
+        'cpu_seconds_per_sweep_per_process': round(
+          float(np.median([s['cpu_seconds'] for s in runs])), 2
+        ),
         'seconds_per_sweep_with_compilation': round(
           float(np.median([s['seconds'][0] for s in runs])), 2
         ),
