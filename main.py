@@ -9,7 +9,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from xaijax import cpu_memory, workflow
+from xaijax import cpu_memory, distributed, workflow
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Case config file, e.g. configs/original.py[:paper].'
@@ -31,6 +31,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.getLogger('absl').addFilter(_QuietLibraries())
+  distributed.initialize(_CONFIG.value.distributed)  # before anything touches a device
   if jax.default_backend() == 'cpu':
     # XLA:CPU's per-step temp buffer stays mapped (xaijax/cpu_memory.py).
     cpu_memory.keep_freed_memory()

@@ -447,30 +447,48 @@ def run(**overrides):
     return result, json.load(f)
 sharded, sharded_info = run(seeds=4)
 single, single_info = run(seeds=4, devices=1)
-padded, padded_info = run(seeds=3)
+padded, padded_info = run(seeds=3, data_parallel=1)  # 1-D: 4 slots, 1 idle
 assert (sharded_info['devices'], single_info['devices'], padded_info['devices']) == (4, 1, 4)
 assert padded_info['padding_seeds'] == 1
 t.assert_same_result(sharded, single, exact=False)
-first_three = t.classifier.TrainResult(
-    seeds=[0, 1, 2], variables=jax.tree.map(lambda x: x[:3], single.variables),
-    validation_f1=single.validation_f1[:3], train_loss=single.train_loss[:3],
-    best_validation_f1=single.best_validation_f1[:3], best_epoch=single.best_epoch[:3],
-    stopped_epoch=single.stopped_epoch[:3], epochs_run=single.epochs_run)
-if single.stopped_epoch[3] != single.epochs_run:  # seed 3 did not set the run length
-  first_three.validation_f1 = first_three.validation_f1[:, :padded.epochs_run]
-  first_three.train_loss = first_three.train_loss[:, :padded.epochs_run]
-  first_three.epochs_run = padded.epochs_run
-t.assert_same_result(padded, first_three, exact=False)
+def first(result, count, epochs_run):  # the first seeds, as a run of epochs_run epochs
+  return t.classifier.TrainResult(
+    seeds=result.seeds[:count], variables=jax.tree.map(lambda x: x[:count], result.variables),
+    validation_f1=result.validation_f1[:count, :epochs_run],
+    train_loss=result.train_loss[:count, :epochs_run],
+    best_validation_f1=result.best_validation_f1[:count], best_epoch=result.best_epoch[:count],
+    stopped_epoch=result.stopped_epoch[:count], epochs_run=epochs_run)
+t.assert_same_result(padded, first(single, 3, padded.epochs_run), exact=False)
 # A padded run killed after epoch 3 resumes from its checkpoint of epoch 2 (real seeds only).
 workdir = tempfile.mkdtemp()
 def kill(epoch, records):
   if epoch == 3:
     raise KeyboardInterrupt
 try:
-  t.train(t.base_config(seeds=3), workdir, on_epoch_end=kill)
+  t.train(t.base_config(seeds=3, data_parallel=1), workdir, on_epoch_end=kill)
 except KeyboardInterrupt:
   pass
-t.assert_same_result(t.train(t.base_config(seeds=3), workdir), padded, exact=True)
+resumed = t.train(t.base_config(seeds=3, data_parallel=1), workdir)
+t.assert_same_result(resumed, padded, exact=True)
+# Fewer seeds than devices: 2 seeds on a 2 x 2 mesh, each seed's batch split over 2 devices
+# ('data'); gradients and BatchNorm statistics are summed across them: only the float order
+# changes (measured: parameters within 3.6e-7 after 3 epochs, also on a 1 x 4 mesh).
+split, split_info = run(seeds=2)
+assert split_info['mesh'] == {'seeds': 2, 'data': 2}, split_info
+t.assert_same_result(split, first(single, 2, split.epochs_run), exact=False)
+# The split is real: that epoch program sums across devices; the 1-D one (4 seeds) does not.
+splits = t.make_splits()
+for seeds, collective in ((2, True), (4, False)):
+  config = t.base_config(seeds=seeds)
+  settings = t.per_seed.make_settings(config.train, t.tiny(), t.NUM_CLASSES)
+  runner = t.seed_runners.make_runner(config.train, settings, seeds, 6)
+  state = runner.init_states(list(range(seeds)), [0.03] * seeds, splits['train']['image'][:1],
+                             max_epochs=6, active=[True] * seeds)
+  data = runner.place_data({'image': splits['train']['image'], 'label': splits['train']['label']})
+  validation = runner.place_data(t.per_seed.prepare_eval_data(splits['validation'], 16))
+  epoch = jax.device_put(np.int32(1), runner.replicated)
+  hlo = runner._run.lower(state, data, validation, epoch).compile().as_text()
+  assert ('all-reduce' in hlo) == collective, (seeds, collective)
 print('SHARDED_OK')
 """
 
@@ -491,6 +509,109 @@ def test_four_sharded_seeds_equal_unsharded_in_a_four_device_subprocess():
     timeout=600,
   )
   assert completed.returncode == 0 and 'SHARDED_OK' in completed.stdout, completed.stderr[-4000:]
+
+
+@pytest.mark.parametrize(
+  'devices, seeds, batch, data_parallel, expected',
+  [
+    (1, 30, 16, 0, (1, 1)),
+    (8, 30, 16, 0, (8, 1)),  # seeds fill the devices: no batch is split
+    (8, 3, 16, 0, (1, 8)),  # 3 slots: fewer than 2 x 4 devices' 4 (one idle)
+    (8, 1, 16, 0, (1, 8)),
+    (6, 4, 16, 0, (6, 1)),  # 'data' 3 does not divide 16; 2 x 3 and 6 x 1 both take 6 slots
+    (4, 2, 6, 0, (2, 2)),
+    (4, 1, 6, 0, (2, 2)),  # 'data' 4 does not divide 6: one idle slot
+    (8, 30, 16, 2, (4, 2)),  # asked for
+  ],
+)
+def test_mesh_shape_spreads_few_seeds_over_the_batch(
+  devices, seeds, batch, data_parallel, expected
+):
+  assert seed_runners.mesh_shape(devices, seeds, batch, data_parallel) == expected
+
+
+def test_mesh_shape_refuses_a_data_axis_that_does_not_divide():
+  with pytest.raises(
+    ValueError, match=r'data_parallel = 3 must divide the number of devices \(8\)'
+  ):
+    seed_runners.mesh_shape(8, 2, 16, 3)
+  with pytest.raises(ValueError, match=r'batch_size \(6\)'):
+    seed_runners.mesh_shape(8, 2, 6, 4)
+
+
+def test_packed_slot_counts_are_powers_of_two_per_device():
+  counts = [seed_runners.packed_slot_count(n, 1, 30) for n in range(31)]
+  assert sorted(set(counts)) == [1, 2, 4, 8, 16, 30], 'six programs for a 30-seed sweep at most'
+  assert all(count >= max(n, 1) for n, count in enumerate(counts))
+  assert [counts[n] for n in (1, 2, 3, 5, 9, 16, 17, 30)] == [1, 2, 4, 8, 16, 16, 30, 30]
+  assert seed_runners.packed_slot_count(1, 4, 32) == 4, 'one slot per seed device at least'
+  assert seed_runners.packed_slot_count(9, 4, 32) == 16
+
+
+@pytest.fixture(scope='module')
+def seeds_0_and_2_trained_two_epochs():
+  """Seed 1 of 3 stopped from the start; two epochs with and without repacking (the reference
+  run's shapes, so its compiled programs)."""
+  settings = per_seed.make_settings(base_config().train, tiny(), NUM_CLASSES)
+  splits = make_splits()
+  runs = {}
+  for repack in (True, False):
+    runner = seed_runners.VmapSeeds(settings, jax.devices()[:1], 3, repack_stopped_seeds=repack)
+    state = runner.init_states(
+      [0, 1, 2], [3e-2] * 3, splits['train']['image'][:1], max_epochs=6, active=[True, False, True]
+    )
+    initial = jax.device_get(state)
+    data = runner.place_data({'image': splits['train']['image'], 'label': splits['train']['label']})
+    validation = runner.place_data(per_seed.prepare_eval_data(splits['validation'], 16))
+    for epoch in (1, 2):
+      state, metrics = runner.run_epoch(state, data, validation, epoch)
+    runs[repack] = (initial, jax.device_get(state), jax.device_get(metrics), runner.slots_run)
+  return runs
+
+
+def test_repacked_seeds_train_to_the_same_parameters(seeds_0_and_2_trained_two_epochs):
+  runs = seeds_0_and_2_trained_two_epochs
+  (_, packed, packed_metrics, packed_slots), (_, full, full_metrics, full_slots) = (
+    runs[True],
+    runs[False],
+  )
+  assert (packed_slots, full_slots) == (2 * 2, 2 * 3), 'two slots per epoch instead of three'
+  # A program over fewer seeds may order float sums differently (as vmap over 3 or 1 seeds
+  # does). Measured after 2 epochs: parameters within 1.5e-8 going from 3 slots to 2 (bit for bit
+  # equal going from 4 to 2), the per-step loss within 6e-8; decisions (F1, stopping) equal.
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, **PARAMETER_TOLERANCE),
+    packed['params'],
+    full['params'],
+  )
+  jax.tree.map(np.testing.assert_array_equal, packed['early_stopping'], full['early_stopping'])
+  np.testing.assert_array_equal(packed_metrics['validation_f1'], full_metrics['validation_f1'])
+  np.testing.assert_array_equal(packed_metrics['trained'], [True, False, True])
+  np.testing.assert_allclose(packed_metrics['train_loss'], full_metrics['train_loss'], atol=1e-7)
+
+
+def test_repacking_leaves_the_stopped_seeds_alone(seeds_0_and_2_trained_two_epochs):
+  initial, packed, packed_metrics, _ = seeds_0_and_2_trained_two_epochs[True]
+  stopped = lambda tree: jax.tree.map(lambda x: np.asarray(x)[1], tree)
+  jax.tree.map(np.testing.assert_array_equal, stopped(packed), stopped(initial))
+  assert np.isnan(packed_metrics['train_loss'][1]).all()
+  kernels = packed['params']['Conv_0']['kernel'], initial['params']['Conv_0']['kernel']
+  assert not np.allclose(kernels[0][0], kernels[1][0])
+
+
+def test_a_sweep_whose_seeds_stop_apart_repacks_with_the_same_results(reference, tmp_path):
+  _, expected = reference
+  assert len(set(expected.stopped_epoch.tolist())) > 1, 'the seeds stop at different epochs'
+  unpacked = train(base_config(repack_stopped_seeds=False), tmp_path)
+  assert_same_result(expected, unpacked, exact=False)
+  np.testing.assert_array_equal(expected.validation_f1, unpacked.validation_f1)
+  computed = [
+    json.loads((path / classifier.RESULT_FILE).read_text())['slot_epochs_computed']
+    for path in (reference[0], tmp_path)
+  ]
+  active_seed_epochs = int(np.isfinite(expected.validation_f1).sum())
+  assert computed[0] < computed[1] == 3 * expected.epochs_run
+  assert computed[0] >= active_seed_epochs
 
 
 def test_mobilenet_at_a_tiny_size_trains(tmp_path):

@@ -122,7 +122,14 @@ def get_config(arg: str | None = None, remedy: str = 'none') -> ml_collections.C
       checkpoint_every=5,  # epochs
       keep_checkpoints=3,
       eval_batch_size=64,  # per seed; validation runs for all seeds at once inside the program
-      devices=0,  # devices to shard the seed axis over (vmap); 0 = all local devices
+      devices=0,  # devices (of every process) the seeds are spread over (vmap); 0 = all
+      # Devices that share each seed's batch (a seeds x data mesh): 0 = automatic (1 while the
+      # seeds fill the devices; with fewer seeds than devices, the rest share batches); or a
+      # divisor of the device count and of batch_size.
+      data_parallel=0,
+      # vmap: once early stopping has ended enough seeds, run the rest in a smaller program
+      # (power-of-two slot counts, so few compilations) instead of carrying the stopped ones.
+      repack_stopped_seeds=True,
       progress_bar=True,
       tensorboard=True,  # training curves per seed as TensorBoard event files in the workdir
     )
@@ -194,6 +201,21 @@ def get_config(arg: str | None = None, remedy: str = 'none') -> ml_collections.C
     )
   )
 
+  # One run over several processes (xaijax/distributed.py). Unset keys come from the environment
+  # (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or from JAX's detection of a
+  # TPU pod slice, SLURM job or Open MPI launch.
+  config.distributed = ml_collections.ConfigDict(
+    dict(
+      # True: call jax.distributed.initialize (so does JAX_COORDINATOR_ADDRESS in the environment)
+      initialize=False,
+      coordinator_address='',  # 'host:port' of process 0
+      num_processes=0,  # 0: from the environment or the cluster
+      process_id=-1,  # -1: from the environment or the cluster
+      initialization_timeout_s=300,
+      barrier_timeout_s=24 * 3600,  # how long the others wait while process 0 runs a stage
+    )
+  )
+
   from xaijax.training import gan  # its defaults live beside the trainer that reads them
 
   config.gan = gan.default_config(paper)
@@ -240,6 +262,28 @@ def validate(config) -> None:
     problems.append(f'train.learning_rate={train.learning_rate}: must be positive')
   if train.seed_strategy not in SEED_STRATEGIES:
     problems.append(f'train.seed_strategy={train.seed_strategy!r}: choose one of {SEED_STRATEGIES}')
+  if int(train.devices) < 0 or int(train.data_parallel) < 0:
+    problems.append(
+      f'train.devices={train.devices}, train.data_parallel={train.data_parallel}: must be 0 '
+      '(automatic) or positive'
+    )
+  elif int(train.data_parallel) and int(train.batch_size) % int(train.data_parallel):
+    problems.append(
+      f'train.data_parallel={train.data_parallel}: must divide train.batch_size='
+      f'{train.batch_size} (each device takes an equal share of a batch)'
+    )
+  distributed = config.distributed
+  if distributed.coordinator_address and ':' not in distributed.coordinator_address:
+    problems.append(
+      f'distributed.coordinator_address={distributed.coordinator_address!r}: give host:port'
+    )
+  if int(distributed.num_processes) and not (
+    -1 <= int(distributed.process_id) < int(distributed.num_processes)
+  ):
+    problems.append(
+      f'distributed.process_id={distributed.process_id}: must lie in [0, num_processes='
+      f'{distributed.num_processes})'
+    )
   if config.model.init_from:
     if config.model.name != 'mobilenet':
       problems.append(

@@ -10,6 +10,12 @@ Two uses, both on plain pytrees of arrays (dicts, optax states):
 
 Restoring takes a `like` tree (arrays or `jax.ShapeDtypeStruct`s, with shardings) that fixes the
 structure, dtypes and devices of the result, so a state sharded over devices comes back sharded.
+
+Over several processes (xaijax/distributed.py), `PeriodicCheckpoints` is used by every process
+at once on arrays sharded over all of them: each writes its own devices' shards and process 0
+the metadata (Orbax's multi-process protocol; the directory must be one every process sees).
+`save_pytree` / `load_pytree` are one process's own business there (process 0 writing a
+result, any process reading one): they run without waiting for the others, on host arrays.
 """
 
 from __future__ import annotations
@@ -67,19 +73,39 @@ class PeriodicCheckpoints:
     self.close()
 
 
+def _this_process_alone() -> ocp.options.MultiprocessingOptions:
+  """Orbax options for a checkpointer only this process uses (no barriers with the others)."""
+  index = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+
+
 def save_pytree(path: str, tree) -> None:
-  """Writes `tree` to the folder `path` (replacing what is there) and waits until it is done."""
-  with ocp.StandardCheckpointer() as checkpointer:
+  """Writes `tree` to the folder `path` (replacing what is there) and waits until it is done.
+
+  With several processes, only the calling process writes (call it from one), from host copies.
+  """
+  if jax.process_count() > 1:
+    tree = jax.device_get(tree)  # Orbax writes a process's own arrays only as host arrays
+  with ocp.StandardCheckpointer(multiprocessing_options=_this_process_alone()) as checkpointer:
     checkpointer.save(os.path.abspath(path), tree, force=True)
     checkpointer.wait_until_finished()
 
 
 def load_pytree(path: str, like=None):
-  """Reads a tree written by `save_pytree`; `like` fixes structure, dtypes and shardings."""
-  with ocp.StandardCheckpointer() as checkpointer:
+  """Reads a tree written by `save_pytree`; `like` fixes structure, dtypes and shardings.
+
+  With several processes the result lies on this process's own devices.
+  """
+  with ocp.StandardCheckpointer(multiprocessing_options=_this_process_alone()) as checkpointer:
     if like is None:
       return checkpointer.restore(os.path.abspath(path))
-    return checkpointer.restore(os.path.abspath(path), _abstract(like))
+    abstract = _abstract(like)
+    if jax.process_count() > 1:
+      local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local), abstract
+      )
+    return checkpointer.restore(os.path.abspath(path), abstract)
 
 
 def pytree_exists(path: str) -> bool:

@@ -4,6 +4,9 @@ rerun when its output is there, so a killed run resumes instead of starting over
     dataset -> remedy (fit the inpainter first for `generative`) -> train N seeds -> evaluate
     (test, test_clean, test_attacked) -> explain (LRP; relevance share in the overlay) -> quality
     (sanity, faithfulness, localisation, complexity of every explainer) -> report
+
+Over several processes (xaijax/distributed.py) all of them train together; every other stage
+runs on process 0, and the others read what it wrote.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from xaijax import case_config, data, evaluation, remedies, report
+from xaijax import case_config, data, distributed, evaluation, remedies, report
 from xaijax.data import CLASS_NAMES, preview
 from xaijax.data.overlays import strip_mask
 from xaijax.models import registry
@@ -28,6 +31,7 @@ from xaijax.workdir import (
   QUALITY_FIGURE,
   QUALITY_FILE,
   REMEDIED_IMAGES_FILE,
+  RESULTS_FILE,
   TIMINGS_FILE,
   read_json,
   write_json,
@@ -44,7 +48,8 @@ class Timings:
 
   def add(self, stage: str, seconds: float) -> None:
     self.seconds[stage] = round(self.seconds.get(stage, 0.0) + seconds, 2)
-    write_json(self.path, self.seconds)
+    if distributed.is_writer():
+      write_json(self.path, self.seconds)
 
 
 def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
@@ -297,14 +302,19 @@ def run(config, workdir: str) -> dict:
   case_config.validate(config)
   registry.build(config.model)  # a user's classifier that cannot be built fails now, not later
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if distributed.is_writer():
+    with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
   timings = Timings(workdir)
   stages = {}
 
   def timed(name, function, *args):
     start = time.time()
-    output = function(*args)
+    if name == 'train':  # every process's devices at once
+      output = function(*args)
+    else:  # process 0 writes the stage's output, the others then read it
+      with distributed.writer_first(name):
+        output = function(*args)
     timings.add(name, time.time() - start)
     stages[name] = output
     return output
@@ -318,6 +328,10 @@ def run(config, workdir: str) -> dict:
   timed('explain', explain_stage, config, splits, result, workdir)
   if config.quality.enabled:
     timed('quality', quality_stage, config, splits, result, workdir)
-  results = report.write_case_report(config, workdir, result, stages, timings.seconds)
+  with distributed.writer_first('report'):
+    if distributed.is_writer():
+      results = report.write_case_report(config, workdir, result, stages, timings.seconds)
+    else:
+      results = read_json(os.path.join(workdir, RESULTS_FILE))
   logging.info('done: %s', workdir)
   return results

@@ -10,6 +10,8 @@ invocation (`timing.time_interleaved`).
   python scripts/benchmark.py lrp --reference zennit
   python scripts/benchmark.py gan --generators 16x2,16x3
   python scripts/benchmark.py quality --measures MPRT,RegionPerturbation   # against Quantus
+  python scripts/benchmark.py repack --seeds 8          # a sweep with and without repacking
+  python scripts/benchmark.py processes --processes 1,2 --pin   # jax.distributed, local
 
 A workload is a module with an `add_<name>(subparsers)` that fills its subparser and sets `run`;
 list it in `SUBCOMMANDS`.
@@ -19,9 +21,17 @@ from __future__ import annotations
 
 import argparse
 
-from xaijax.benchmarks import gan, lrp, quality, train
+from xaijax.benchmarks import gan, lrp, quality, sweep, train
 
-SUBCOMMANDS = (train.add_train, lrp.add_lrp, gan.add_gan, quality.add_quality)
+SUBCOMMANDS = (
+  train.add_train,
+  lrp.add_lrp,
+  gan.add_gan,
+  quality.add_quality,
+  sweep.add_repack,
+  sweep.add_mesh,
+  sweep.add_processes,
+)
 
 
 def main(argv=None) -> None:

@@ -11,6 +11,11 @@ another one is refused), `metrics.jsonl` (one line per seed and epoch trained), 
 included, every `checkpoint_every` epochs), and at the end `best_variables/` and
 `train_result.json`. A rerun returns a finished result without training, or resumes from the
 latest checkpoint, with the numbers an uninterrupted run would have given.
+
+Over several processes (xaijax/distributed.py) every process runs this loop on the same numbers
+(gathered from all devices each epoch, so all make the same decisions); the checkpoints are
+written by all of them together (Orbax, each its own devices' shards), every other file by
+process 0 alone.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import numpy as np
 import tqdm
 
 from xaijax import checkpoints as checkpoints_lib
+from xaijax import distributed
 from xaijax.models import registry
 from xaijax.training import per_seed, seed_runners
+from xaijax.workdir import write_json
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -45,6 +52,8 @@ _EXECUTION_ONLY_KEYS = (
   'keep_checkpoints',
   'seed_strategy',
   'devices',
+  'data_parallel',
+  'repack_stopped_seeds',
   'progress_bar',
   'eval_batch_size',
   'tensorboard',
@@ -186,8 +195,8 @@ def _check_or_write_fingerprint(workdir: str, fingerprint: dict) -> None:
         f'differ; see {path}). Use a fresh workdir, or delete this one to start over.'
       )
     return
-  with open(path, 'w') as f:
-    json.dump(fingerprint, f, indent=1)
+  if distributed.is_writer():
+    write_json(path, fingerprint)
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -195,6 +204,7 @@ def _nan_to_none(values: np.ndarray) -> list:
 
 
 def _write_result(workdir: str, result: TrainResult, run_info: dict) -> None:
+  """best_variables/ and train_result.json (process 0's job)."""
   checkpoints_lib.save_pytree(os.path.join(workdir, BEST_VARIABLES_DIR), result.variables)
   summary = {
     **run_info,
@@ -207,8 +217,7 @@ def _write_result(workdir: str, result: TrainResult, run_info: dict) -> None:
     'train_loss': [_nan_to_none(row) for row in result.train_loss],
   }
   # Written last: its presence means the whole result is on disk.
-  with open(os.path.join(workdir, RESULT_FILE), 'w') as f:
-    json.dump(summary, f)
+  write_json(os.path.join(workdir, RESULT_FILE), summary)
 
 
 def load_train_result(workdir: str) -> TrainResult | None:
@@ -273,7 +282,7 @@ class _TensorBoardCurves:
 
   def __init__(self, directory: str, seeds: list[int], enabled: bool):
     self._writers = {}
-    if enabled:
+    if enabled and distributed.is_writer():
       import tensorboardX  # imported here: only runs that write curves need it
 
       self._writers = {
@@ -347,11 +356,10 @@ def train_classifier(
   validation_data = runner.place_data(
     per_seed.prepare_eval_data(splits['validation'], int(train_config.eval_batch_size))
   )
-  state = seed_runners.init_seed_states(
+  state = runner.init_states(
     slot_seeds,
     slot_rates,
     np.asarray(splits['train']['image'][:1]),
-    settings=settings,
     max_epochs=max_epochs,
     active=[True] * len(seeds) + [False] * padding,
   )
@@ -359,6 +367,7 @@ def train_classifier(
     state = seed_runners.start_from(state, initial_variables)
   state = runner.place_state(state)
 
+  writer = distributed.is_writer()
   metrics_path = os.path.join(workdir, METRICS_FILE)
   checkpoint_every = int(train_config.checkpoint_every)
   store = checkpoints_lib.PeriodicCheckpoints(
@@ -380,23 +389,24 @@ def train_classifier(
           lambda saved, fresh: jnp.concatenate([saved, fresh[real.stop :]]), restored, state
         )
       state = runner.place_state(restored)
-      _rewrite_metrics_until(metrics_path, epoch)
-    elif os.path.exists(metrics_path):
+      if writer:
+        _rewrite_metrics_until(metrics_path, epoch)
+    elif writer and os.path.exists(metrics_path):
       os.remove(metrics_path)
 
-    early_stopping = jax.device_get(state['early_stopping'])
+    early_stopping = distributed.fetch(state['early_stopping'])
     progress = tqdm.tqdm(
       total=max_epochs,
       initial=epoch,
       desc='classifier',
       unit='epoch',
-      disable=not train_config.progress_bar,
+      disable=not (train_config.progress_bar and writer),
     )
     with progress:
       while epoch < max_epochs and early_stopping['active'][real].any():
         epoch += 1
         state, metrics = runner.run_epoch(state, train_data, validation_data, epoch)
-        metrics = jax.device_get(metrics)
+        metrics = distributed.fetch(metrics)
         trained = np.asarray(metrics['trained'])[real]
         latest = store.latest_epoch()
         _raise_on_non_finite(
@@ -408,7 +418,7 @@ def train_classifier(
           if latest
           else 'No checkpoint had been written yet.',
         )
-        early_stopping = jax.device_get(state['early_stopping'])
+        early_stopping = distributed.fetch(state['early_stopping'])
         records = [
           {
             'epoch': epoch,
@@ -422,8 +432,9 @@ def train_classifier(
           }
           for i in np.flatnonzero(trained).tolist()
         ]
-        with open(metrics_path, 'a') as f:
-          f.writelines(json.dumps(record) + '\n' for record in records)
+        if writer:
+          with open(metrics_path, 'a') as f:
+            f.writelines(json.dumps(record) + '\n' for record in records)
         curves.write(records)
         if epoch % checkpoint_every == 0:
           store.save(epoch, real_seeds_of(state))
@@ -438,8 +449,8 @@ def train_classifier(
     store.close()
     curves.close()
 
-  final = jax.device_get({key: state[key] for key in ('best', 'early_stopping', 'history')})
-  final = jax.tree.map(lambda x: np.asarray(x)[real], final)
+  final = distributed.fetch({key: state[key] for key in ('best', 'early_stopping', 'history')})
+  final = jax.tree.map(lambda x: x[real], final)
   result = TrainResult(
     seeds=seeds,
     variables=final['best'],
@@ -450,13 +461,19 @@ def train_classifier(
     stopped_epoch=final['early_stopping']['stopped_epoch'],
     epochs_run=epoch,
   )
-  _write_result(
-    workdir,
-    result,
-    {
-      'seed_strategy': train_config.seed_strategy,
-      'devices': runner.num_devices,
-      'padding_seeds': padding,
-    },
-  )
+  if writer:
+    _write_result(
+      workdir,
+      result,
+      {
+        'seed_strategy': train_config.seed_strategy,
+        'processes': jax.process_count(),
+        'devices': runner.num_devices,
+        'mesh': {'seeds': runner.seed_devices, 'data': runner.data_devices},
+        'padding_seeds': padding,
+        # Seed-epochs computed by this (possibly resumed) run, idle slots included; with
+        # repacking, stopped seeds stop costing.
+        'slot_epochs_computed': runner.slots_run,
+      },
+    )
   return result

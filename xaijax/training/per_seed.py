@@ -44,6 +44,9 @@ class Settings:
   batch_size: int
   patience: int
   min_delta: float
+  # How one seed's batch lies over devices: PartitionSpec(<data axis>) of a seeds x data mesh
+  # (seed_runners). None leaves it to the compiler (each seed's batch on one device).
+  batch_sharding: jax.sharding.NamedSharding | None = None
 
 
 @functools.cache
@@ -99,13 +102,25 @@ def init_seed_state(
   }
 
 
+def lay_out_batch(inputs, settings: Settings):
+  """`inputs` split over `settings.batch_sharding` when it divides their batch, else as they are.
+
+  Only the layout changes; the numbers are the same up to the order of float sums (the batch
+  statistics and gradients are then summed across devices).
+  """
+  sharding = settings.batch_sharding
+  if sharding is None or inputs.shape[0] % sharding.mesh.shape[sharding.spec[0]]:
+    return inputs
+  return jax.lax.with_sharding_constraint(inputs, sharding)
+
+
 def train_step(state: dict, batch: dict, *, settings: Settings):
   """One Adam step of one seed on `batch = {'image': uint8 [B,H,W,1], 'label': int [B]}`.
 
   Uses and advances `state['rng']` (dropout); returns `(state, {'loss', 'accuracy'})`.
   """
   rng, dropout_rng = jax.random.split(state['rng'])
-  inputs = settings.preprocess(batch['image'])
+  inputs = lay_out_batch(settings.preprocess(batch['image']), settings)
 
   def loss_fn(params):
     logits, updates = settings.model.apply(
@@ -155,7 +170,8 @@ def validation_macro_f1(variables: dict, eval_data: dict, *, settings: Settings)
   """Macro-F1 on `eval_data = {'image': [B, b, H, W, 1], 'label': [B, b], 'valid': [B, b]}`."""
 
   def predict_batch(images):
-    logits = settings.model.apply(variables, settings.preprocess(images), train=False)
+    inputs = lay_out_batch(settings.preprocess(images), settings)
+    logits = settings.model.apply(variables, inputs, train=False)
     return logits.argmax(-1)
 
   predictions = jax.lax.map(predict_batch, eval_data['image'])
