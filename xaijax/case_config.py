@@ -27,6 +27,7 @@ ARG_OPTIONS = {
   'alpha': (float, 'model.alpha'),
   'model': (str, 'model.name'),
   'overlay_mode': (str, 'data.overlay_mode'),
+  'defect_placement': (str, 'data.defect_placement'),
   'class_scale': (float, 'data.class_scale'),
   'batch_size': (int, 'train.batch_size'),
   'gan_steps': (int, 'gan.steps'),
@@ -70,6 +71,9 @@ def get_config(arg: str | None = None, remedy: str = 'none') -> ml_collections.C
       class_scale=1.0 if paper else 0.5,  # times GC10-DET's images per class
       min_per_class=10,
       image_seed=0,
+      # synthetic_gc10 only: 'anywhere' (the whole frame, so the overlay strips hide part or all
+      # of some defects, as on GC10-DET's photos) or 'between_strips' (never under the strips)
+      defect_placement='anywhere',
       overlay_mode='spurious',  # 'spurious' (logo tied to class in train/val), 'random', 'none'
       logo_class_probability=0.9,
       overlay_seed=0,
@@ -168,7 +172,13 @@ def describe_data(data_config) -> str:
 
 def validate(config) -> None:
   """Fail at start, saying what to change, rather than an hour into a run."""
+  from xaijax.data.defects import DEFECT_PLACEMENTS
+
   problems = []
+  if config.data.defect_placement not in DEFECT_PLACEMENTS:
+    problems.append(
+      f'data.defect_placement={config.data.defect_placement!r}: choose one of {DEFECT_PLACEMENTS}'
+    )
   if config.data.resolution < 32 and config.model.name == 'mobilenet':
     problems.append(f'data.resolution={config.data.resolution}: MobileNet needs at least 32 px')
   if config.remedy.name not in REMEDY_NAMES:
