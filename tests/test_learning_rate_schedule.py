@@ -38,6 +38,11 @@ def test_cosine_scale_follows_the_formula_and_constant_is_one():
   ]
   np.testing.assert_allclose(scales, expected, atol=1e-6)
   assert scales[-1] > 0 and all(a >= b for a, b in zip(scales[warmup:], scales[warmup + 1 :]))
+  # A run shorter than its warm-up only warms up (tiny test configs run 2 epochs).
+  short = settings_with('cosine', 3, 2)
+  assert [float(per_seed.learning_rate_scale(e, short)) for e in (1, 2)] == pytest.approx(
+    [1 / 3, 2 / 3]
+  )
   constant = settings_with('constant', 0, epochs)
   assert [float(per_seed.learning_rate_scale(e, constant)) for e in (1, 7, 12)] == [1.0] * 3
 
@@ -46,7 +51,7 @@ def test_paper_config_keeps_a_constant_rate_and_cpu_config_decays():
   assert case_config.get_config('paper').train.learning_rate_schedule == 'constant'
   assert case_config.get_config().train.learning_rate_schedule == 'cosine'
   config = case_config.get_config()
-  config.train.warmup_epochs = config.train.epochs
+  config.train.warmup_epochs = -1
   with pytest.raises(ValueError, match='warmup_epochs'):
     case_config.validate(config)
   config = case_config.get_config()

@@ -207,11 +207,8 @@ def validate(config) -> None:
       f'train.learning_rate_schedule={train.learning_rate_schedule!r}: choose one of '
       f'{LEARNING_RATE_SCHEDULES}'
     )
-  if int(train.warmup_epochs) < 0 or int(train.warmup_epochs) >= int(train.epochs):
-    problems.append(
-      f'train.warmup_epochs={train.warmup_epochs}: must be at least 0 and below train.epochs '
-      f'({train.epochs})'
-    )
+  if int(train.warmup_epochs) < 0:
+    problems.append(f'train.warmup_epochs={train.warmup_epochs}: must be at least 0')
   if train.seed_strategy not in SEED_STRATEGIES:
     problems.append(f'train.seed_strategy={train.seed_strategy!r}: choose one of {SEED_STRATEGIES}')
   if config.model.init_from:
