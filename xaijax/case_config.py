@@ -183,8 +183,13 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
 
 
 def describe_data(data_config) -> str:
-  """One line naming the dataset, its size and its overlays, for reports and logs."""
-  return f'{data_config.name}, {data_config.resolution} px, overlays: {data_config.overlay_mode}'
+  """One line naming the dataset, its size, its overlays and (synthetic) where its defects sit."""
+  description = (
+    f'{data_config.name}, {data_config.resolution} px, overlays: {data_config.overlay_mode}'
+  )
+  if data_config.name == 'synthetic_gc10':
+    description += f', defects: {data_config.defect_placement}'
+  return description
 
 
 def validate(config) -> None:
