@@ -1,19 +1,27 @@
-"""The paper's whole study: every case, then one report with Tables 1-3 and Figures 5-9 beside the
-paper's numbers (`scripts/reproduce_paper.py` is its command line).
+"""The paper's whole study: every case in both overlay settings, then one report with Tables 1-3 and
+Figures 5-9 beside the paper's numbers, which differences are real, and whether training converged
+(`scripts/reproduce_paper.py` is its command line; `study_report.py` writes the tables).
+
+Two overlay settings, each with every case, each in its own folder under the study's root:
+- `random`: the paper's own ("random information and company logos superimposed"): text and logo
+  have nothing to do with the class;
+- `spurious`: the shortcut: in train and validation the logo is the class's own with probability
+  `data.logo_class_probability`; the test split draws it at random.
 
 Finished cases (and finished stages of a killed case) are reused, so rerunning continues the study.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+import dataclasses
 import os
 
 import jax
 import ml_collections
 import numpy as np
 
-from xaijax import evaluation, report, workflow
+from xaijax import case_config, convergence, evaluation, report, study_report, workflow
 from xaijax.data import CLASS_NAMES, preview
 from xaijax.models import registry
 from xaijax.training import classifier as classifier_training
@@ -22,27 +30,36 @@ from xaijax.workdir import CLASSIFIER_DIR, REMEDIED_IMAGES_FILE, RESULTS_FILE, r
 MakeConfig = Callable[[str, str], ml_collections.ConfigDict]  # (case, arg) -> config
 
 CASES = ('original', 'blur', 'black_stripe', 'crop', 'generative', 'telea')
-CASE_TITLES = {
-  'original': 'Original',
-  'blur': 'Blur',
-  'black_stripe': 'Black Stripe',
-  'crop': 'Crop',
-  'generative': 'Generative',
-  'telea': 'Telea (not in the paper)',
-}
-# Bento et al. 2021, Tables 1-3: (F1, recall, precision) as (mean, std).
-PAPER_TABLE3 = {
-  'original': ((0.50, 0.02), (0.51, 0.02), (0.52, 0.02)),
-  'blur': ((0.54, 0.03), (0.52, 0.03), (0.61, 0.05)),
-  'black_stripe': ((0.47, 0.01), (0.47, 0.01), (0.48, 0.01)),
-  'crop': ((0.51, 0.04), (0.50, 0.04), (0.56, 0.03)),
-  'generative': ((0.65, 0.02), (0.64, 0.02), (0.69, 0.03)),
-}
-PAPER_TABLE2 = ((0.33, 0.02), (0.31, 0.02), (0.64, 0.02))
+# The overlay settings the study runs (data.overlay_mode), the paper's first.
+SETTINGS = ('random', 'spurious')
 
 
-def paper_pm(pair) -> str:
-  return f'{pair[0]:.2f} ± {pair[1]:.2f}'
+@dataclasses.dataclass
+class SettingOutcome:
+  """What the report needs of one overlay setting."""
+
+  setting: str
+  arg: str  # the config argument every case of the setting ran with
+  results: dict  # case -> its results.json
+  verdicts: dict  # case -> convergence.Verdict
+  table2: dict | None  # the Original model on generatively cleaned test images
+
+
+def setting_arg(arg: str, setting: str) -> str:
+  """The config argument of one setting's cases: the user's, the setting's overlay mode, and the
+  study's seeds per case unless the user named them (the paper's own 30 stay with `paper`)."""
+  options = case_config.parse_arg(arg)
+  if 'overlay_mode' in options:
+    raise ValueError(
+      f'the study sets overlay_mode itself (settings {SETTINGS}); drop overlay_mode= from '
+      f'--arg={arg!r} and pick settings with --settings instead'
+    )
+  if setting not in SETTINGS:
+    raise ValueError(f'unknown overlay setting {setting!r}; choose from {SETTINGS}')
+  extra = [f'overlay_mode={setting}']
+  if 'seeds' not in options and not options.get('paper', False):
+    extra.append(f'seeds={case_config.CPU_STUDY_SEEDS}')
+  return ','.join(filter(None, [arg, *extra]))
 
 
 def original_on_generative_images(root: str, arg: str, make_config: MakeConfig) -> dict | None:
@@ -102,7 +119,7 @@ def figure5(root: str, cases) -> str | None:
     path = os.path.join(root, case, REMEDIED_IMAGES_FILE)
     if os.path.exists(path):
       with np.load(path) as cached:
-        images[CASE_TITLES[case]] = cached['test'][0]
+        images[study_report.CASE_TITLES[case]] = cached['test'][0]
   if not images:
     return None
   out = os.path.join(root, 'fig5_remedies.png')
@@ -110,30 +127,38 @@ def figure5(root: str, cases) -> str | None:
   return out
 
 
-def figure9(root: str, results: dict) -> str:
+def training_curves(root: str, cases) -> dict:
+  """case -> its TrainResult (validation curves, stopped epochs), from each case's workdir."""
+  return {
+    case: classifier_training.load_train_result(os.path.join(root, case, CLASSIFIER_DIR))
+    for case in cases
+  }
+
+
+def figure9(root: str, trained: dict, title: str) -> str:
   """Validation macro-F1 during training, mean over seeds with a ±1 std band, all cases (the
-  paper's Fig. 9)."""
+  paper's Fig. 9); a stopped seed is drawn at its last score from then on. Dashed: the mean best
+  score so far, the curve the convergence verdict reads."""
   import matplotlib.pyplot as plt
 
   figure, axis = plt.subplots(figsize=(7, 4))
-  for case in results:
-    trained = classifier_training.load_train_result(os.path.join(root, case, CLASSIFIER_DIR))
-    curves = np.asarray(trained.validation_f1, np.float64)
-    # A stopped seed keeps its best score from then on (NaN in the curve): carry it forward.
-    for row in curves:
-      for k in range(1, len(row)):
-        if np.isnan(row[k]):
-          row[k] = row[k - 1]
+  for case, result in trained.items():
+    curves = convergence.carried_forward(result.validation_f1)
     mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
     epochs = np.arange(1, len(mean) + 1)
-    axis.plot(epochs, mean, label=CASE_TITLES[case])
-    axis.fill_between(epochs, mean - std, mean + std, alpha=0.15)
+    (line,) = axis.plot(epochs, mean, label=study_report.CASE_TITLES[case])
+    axis.fill_between(epochs, mean - std, mean + std, alpha=0.15, color=line.get_color())
+    best = convergence.best_so_far(result.validation_f1).mean(axis=0)
+    axis.plot(epochs, best, ls='--', lw=0.9, color=line.get_color())
   axis.set_xlabel('epoch')
   axis.set_ylabel('validation macro-F1')
   axis.set_ylim(0, 1)
   axis.grid(alpha=0.3)
   axis.legend(fontsize=8)
-  axis.set_title('Fig. 9: validation F1 during training (mean ± std over seeds)', fontsize=10)
+  axis.set_title(
+    f'Fig. 9, {title}: validation F1, mean ± std over seeds\n(dashed: mean best so far)',
+    fontsize=9,
+  )
   figure.tight_layout()
   out = os.path.join(root, 'fig9_validation_f1.png')
   figure.savefig(out, dpi=110)
@@ -141,105 +166,42 @@ def figure9(root: str, results: dict) -> str:
   return out
 
 
-def write_study_report(root: str, arg: str, results: dict, table2: dict | None) -> str:
-  pm = report.pm
-  lines = [
-    '# The study of Bento et al. 2021, reproduced',
-    '',
-    f'Config argument: `{arg or "(none: CPU-sized, embedded data)"}`. Cases: {", ".join(results)}. '
-    "Scores are macro averages over the test split, mean ± std over seeds; the paper's numbers "
-    '(GC10-DET with overlays, 30 seeds) stand beside ours.',
-    '',
-  ]
-  if 'original' in results:
-    row = results['original']['splits']['test']
-    lines += [
-      '## Table 1: the Original model on the test split',
-      '',
-      '| | F1 | Recall | Precision |',
-      '|---|---|---|---|',
-      f'| Original (ours) | {pm(row["f1"])} | {pm(row["recall"])} | {pm(row["precision"])} |',
-      '| Original (paper) | ' + ' | '.join(paper_pm(p) for p in PAPER_TABLE3['original']) + ' |',
-      '',
-    ]
-  if table2 is not None:
-    lines += [
-      '## Table 2: the Original model on generatively cleaned test images',
-      '',
-      '| | F1 | Recall | Precision |',
-      '|---|---|---|---|',
-      f'| ours | {pm(table2["f1"])} | {pm(table2["recall"])} | {pm(table2["precision"])} |',
-      '| paper | ' + ' | '.join(paper_pm(p) for p in PAPER_TABLE2) + ' |',
-      '',
-      '![Fig. 7](fig7_original_model_on_generative_images.png)',
-      '',
-    ]
-  lines += [
-    '## Table 3: every case',
-    '',
-    '| case | F1 | Recall | Precision | paper F1 | F1 test_clean | F1 test_attacked | '
-    'relevance in overlay | epochs run |',
-    '|---|---|---|---|---|---|---|---|---|',
-  ]
-  for case, res in results.items():
-    test = res['splits']['test']
-    paper = paper_pm(PAPER_TABLE3[case][0]) if case in PAPER_TABLE3 else '-'
-    lines.append(
-      f'| {CASE_TITLES[case]} | {pm(test["f1"])} | {pm(test["recall"])} | '
-      f'{pm(test["precision"])} | '
-      f'{paper} | {pm(res["splits"]["test_clean"]["f1"])} | '
-      f'{pm(res["splits"]["test_attacked"]["f1"])} | {pm(res["relevance_mass_in_overlay"], 3)} | '
-      f'{res["epochs_run"]} |'
-    )
-  lines += [
-    '',
-    "test_clean: the same test images without overlay; test_attacked: with a wrong class's logo. A "
-    'model that learned the logo shortcut loses F1 on test_attacked; relevance in overlay is the '
-    "share of positive LRP relevance on the overlay's pixels (Arras et al.'s relevance mass).",
-    '',
-  ]
-  if 'generative' in results and 'inpainting' in results['generative']:
-    lines += [
-      '## Inpainting quality (test split, against the clean images)',
-      '',
-      '| method | PSNR in mask (dB) | SSIM in mask | L1 in mask |',
-      '|---|---|---|---|',
-    ]
-    for method, q in results['generative']['inpainting'].items():
-      lines.append(
-        f'| {method} | {q["psnr_in_mask"]:.2f} | {q["ssim_in_mask"]:.3f} | {q["l1_in_mask"]:.2f} |'
-      )
-    lines.append('')
-  lines += ['## Figures', '', '![Fig. 5](fig5_remedies.png)', '']
-  for case, title in (
-    ('original', 'Fig. 6: LRP of the Original model'),
-    ('generative', 'Fig. 8: LRP of the Generative model'),
-  ):
-    if case in results:
-      lines += [f'{title}:', '', f'![{title}]({case}/lrp_examples.png)', '']
-  lines += [
-    '![Fig. 9](fig9_validation_f1.png)',
-    '',
-    'Wall time per case (s): '
-    + ', '.join(f'{c} {r["wall_time_seconds"]["total"]:.0f}' for c, r in results.items()),
-    '',
-  ]
-  out = os.path.join(root, 'report.md')
-  with open(out, 'w') as f:
-    f.write('\n'.join(lines))
-  return out
-
-
-def run_study(root: str, cases, arg: str, make_config: MakeConfig) -> str:
-  """Every case of `cases` (in the study's order) under `root`, then the study's report (its path
-  is returned)."""
-  os.makedirs(root, exist_ok=True)
+def run_setting(
+  root: str, setting: str, cases, arg: str, make_config: MakeConfig
+) -> SettingOutcome:
+  """Every case of one overlay setting under `root/setting`, its Table 2 and figures."""
+  directory = os.path.join(root, setting)
+  os.makedirs(directory, exist_ok=True)
+  arg = setting_arg(arg, setting)
   results = {}
   for case in [c for c in CASES if c in cases]:
-    print(f'== {case}', flush=True)
-    results[case] = workflow.run(make_config(case, arg), os.path.join(root, case))
-  table2 = original_on_generative_images(root, arg, make_config)
-  figure5(root, results)
-  figure9(root, results)
+    print(f'== {setting}: {case}', flush=True)
+    results[case] = workflow.run(make_config(case, arg), os.path.join(directory, case))
+  table2 = original_on_generative_images(directory, arg, make_config)
+  figure5(directory, results)
+  trained = training_curves(directory, results)
+  figure9(directory, trained, study_report.SETTING_TITLES[setting].split(' (')[0])
+  verdicts = {
+    case: convergence.verdict(result.validation_f1, result.stopped_epoch)
+    for case, result in trained.items()
+  }
+  return SettingOutcome(setting, arg, results, verdicts, table2)
+
+
+def run_study(
+  root: str, cases, arg: str, make_config: MakeConfig, settings: Sequence[str] = SETTINGS
+) -> str:
+  """Every case of `cases` in every overlay setting of `settings` under `root`, then the study's
+  report (its path is returned)."""
+  unknown = sorted(set(settings) - set(SETTINGS))
+  if unknown or not settings:
+    raise ValueError(f'overlay settings must be some of {SETTINGS}, got {list(settings)}')
+  for setting in settings:
+    setting_arg(arg, setting)  # a bad argument fails before the first case trains
+  os.makedirs(root, exist_ok=True)
+  outcomes = [
+    run_setting(root, setting, cases, arg, make_config)
+    for setting in [s for s in SETTINGS if s in settings]
+  ]
   jax.clear_caches()
-  return write_study_report(root, arg, results, table2)
+  return study_report.write(root, arg, outcomes)

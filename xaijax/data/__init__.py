@@ -38,6 +38,7 @@ def make_builder(data_config) -> tfds.core.DatasetBuilder:
       class_scale=data_config.class_scale,
       min_per_class=data_config.min_per_class,
       image_seed=data_config.image_seed,
+      defect_placement=data_config.defect_placement,
       **common,
     )
     return synthetic.make_builder(config, data_dir)

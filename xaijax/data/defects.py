@@ -2,11 +2,18 @@
 
 Every function draws with a numpy Generator handed in, so one (seed, index) pair always gives the
 same bytes. Sizes are fractions of the resolution so that a 64 px CPU dataset and the paper's 224 px
-one show the same defects. Defects sit in the band between the overlay strips (their shapes may run
-into the strips, as welds and creases do on real coils), so an overlay never hides the whole defect.
+one show the same defects.
+
+Where a defect sits (`placement`):
+- `anywhere`: its centre row is uniform over the whole height, and welds and creases run from edge
+  to edge, as on GC10-DET's photos, so the overlay strips hide part or all of some defects;
+- `between_strips`: its centre lies in the band between the overlay strips (shapes may still run
+  into them), so an overlay never hides the whole defect and cropping the strips loses nothing.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import cv2
 import numpy as np
@@ -27,6 +34,39 @@ NUM_CLASSES = len(CLASS_NAMES)
 # Images per class in the public GC10-DET release (DESIGN.md); the synthetic set follows this
 # imbalance.
 GC10_CLASS_COUNTS = (329, 512, 264, 310, 250, 734, 201, 46, 53, 140)
+DEFECT_PLACEMENTS = ('anywhere', 'between_strips')
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+  """The image a defect is drawn into: its side, the overlay strips' height and the placement."""
+
+  size: int
+  strip: int
+  placement: str = 'anywhere'
+
+  def __post_init__(self):
+    if self.placement not in DEFECT_PLACEMENTS:
+      raise ValueError(
+        f'data.defect_placement must be one of {DEFECT_PLACEMENTS}, got {self.placement!r}'
+      )
+
+  def centre_rows(self, margin: float) -> tuple[float, float]:
+    """The rows a defect's centre may take; `margin` (a fraction of the size) keeps a
+    between-strips defect off the strips."""
+    if self.placement == 'anywhere':
+      return 0.0, float(self.size)
+    low = self.strip + margin * self.size
+    high = self.size - self.strip - margin * self.size
+    if high <= low:  # a tiny image: the band is a line
+      low = high = self.size / 2
+    return low, high
+
+  def span_rows(self) -> tuple[float, float]:
+    """First and last row of a defect that runs across the sheet (a crease)."""
+    if self.placement == 'anywhere':
+      return -2.0, self.size + 2.0
+    return self.strip * 0.5, self.size - self.strip * 0.5
 
 
 def brushed_metal(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -54,14 +94,10 @@ def _blank(size: int) -> np.ndarray:
   return np.zeros((size, size), np.float32)
 
 
-def _center(
-  rng: np.random.Generator, size: int, strip: int, margin: float = 0.12
-) -> tuple[float, float]:
-  """A point in the band between the strips, away from the left and right edges."""
-  low, high = strip + margin * size, size - strip - margin * size
-  if high <= low:  # a tiny image: the band is a line
-    low = high = size / 2
-  return rng.uniform(margin * size, (1 - margin) * size), rng.uniform(low, high)
+def _center(rng: np.random.Generator, frame: Frame, margin: float = 0.12) -> tuple[float, float]:
+  """A defect's centre: away from the left and right edges, at a row the placement allows."""
+  size = frame.size
+  return rng.uniform(margin * size, (1 - margin) * size), rng.uniform(*frame.centre_rows(margin))
 
 
 def _pt(x: float, y: float, shift: int = 4) -> tuple[int, int]:
@@ -69,9 +105,10 @@ def _pt(x: float, y: float, shift: int = 4) -> tuple[int, int]:
   return int(round(x * (1 << shift))), int(round(y * (1 << shift)))
 
 
-def punching_hole(img, rng, size, strip):
+def punching_hole(img, rng, frame):
   """A round punched hole: a dark disc with a thin bright rim."""
-  cx, cy = _center(rng, size, strip)
+  size = frame.size
+  cx, cy = _center(rng, frame)
   r = rng.uniform(0.05, 0.10) * size
   disc = _blank(size)
   cv2.circle(disc, _pt(cx, cy), int(r * 16), 1.0, -1, cv2.LINE_AA, 4)
@@ -82,9 +119,10 @@ def punching_hole(img, rng, size, strip):
   return img * (1 - disc) + rng.uniform(10, 45) * disc
 
 
-def welding_line(img, rng, size, strip):
+def welding_line(img, rng, frame):
   """A straight weld seam across the whole sheet: a wide band with two sharp bead edges."""
-  cx, _ = _center(rng, size, strip, margin=0.2)
+  size = frame.size
+  cx, _ = _center(rng, frame, margin=0.2)
   tilt = rng.uniform(-0.15, 0.15) * size
   width = rng.uniform(0.03, 0.06) * size
   band, edges = _blank(size), _blank(size)
@@ -105,9 +143,10 @@ def welding_line(img, rng, size, strip):
   return img + sign * rng.uniform(20, 40) * _soften(band, 0.8) - rng.uniform(25, 45) * edges
 
 
-def crescent_gap(img, rng, size, strip):
+def crescent_gap(img, rng, frame):
   """A half-moon gap: a disc minus an offset disc, dark, at a random orientation."""
-  cx, cy = _center(rng, size, strip)
+  size = frame.size
+  cx, cy = _center(rng, frame)
   r = rng.uniform(0.10, 0.17) * size
   angle = rng.uniform(0, 2 * np.pi)
   shift = rng.uniform(0.35, 0.55) * r
@@ -138,9 +177,10 @@ def _blob(rng, size, cx, cy, radius, parts):
   return blob
 
 
-def water_spot(img, rng, size, strip):
+def water_spot(img, rng, frame):
   """A dried water stain: a faint bright patch with a darker tide line around it."""
-  cx, cy = _center(rng, size, strip)
+  size = frame.size
+  cx, cy = _center(rng, frame)
   blob = _blob(rng, size, cx, cy, rng.uniform(0.08, 0.14) * size, int(rng.integers(2, 5)))
   kernel = np.ones((3, 3), np.uint8)
   rim = cv2.dilate(blob, kernel, iterations=max(1, size // 64)) - blob
@@ -149,16 +189,18 @@ def water_spot(img, rng, size, strip):
   )
 
 
-def oil_spot(img, rng, size, strip):
+def oil_spot(img, rng, frame):
   """An oil stain: a large, soft, dark blotch without a rim."""
-  cx, cy = _center(rng, size, strip)
+  size = frame.size
+  cx, cy = _center(rng, frame)
   blob = _blob(rng, size, cx, cy, rng.uniform(0.13, 0.2) * size, int(rng.integers(3, 6)))
   return img - rng.uniform(35, 60) * _soften(blob, 0.05 * size)
 
 
-def silk_spot(img, rng, size, strip):
+def silk_spot(img, rng, frame):
   """Silk spots: a patch of stacked thin wavy streaks, like a moire on the surface."""
-  cx, cy = _center(rng, size, strip, margin=0.2)
+  size = frame.size
+  cx, cy = _center(rng, frame, margin=0.2)
   width, height = rng.uniform(0.3, 0.45) * size, rng.uniform(0.15, 0.25) * size
   lines = _blank(size)
   count = int(rng.integers(4, 7))
@@ -173,9 +215,10 @@ def silk_spot(img, rng, size, strip):
   return img + sign * rng.uniform(30, 50) * lines
 
 
-def inclusion(img, rng, size, strip):
+def inclusion(img, rng, frame):
   """Slag inclusions: short, thin, very dark streaks along the rolling direction."""
-  cx, cy = _center(rng, size, strip)
+  size = frame.size
+  cx, cy = _center(rng, frame)
   streaks = _blank(size)
   for _ in range(int(rng.integers(1, 4))):
     length = rng.uniform(0.15, 0.3) * size
@@ -193,9 +236,10 @@ def inclusion(img, rng, size, strip):
   return img - rng.uniform(50, 80) * streaks
 
 
-def rolled_pit(img, rng, size, strip):
+def rolled_pit(img, rng, frame):
   """Rolled-in pits: a tight cluster of small dark dots."""
-  cx, cy = _center(rng, size, strip)
+  size = frame.size
+  cx, cy = _center(rng, frame)
   pits = _blank(size)
   for _ in range(int(rng.integers(3, 8))):
     px, py = cx + rng.normal(0, 0.05 * size), cy + rng.normal(0, 0.05 * size)
@@ -205,13 +249,15 @@ def rolled_pit(img, rng, size, strip):
   return img - rng.uniform(45, 75) * _soften(pits, 0.3)
 
 
-def crease(img, rng, size, strip):
+def crease(img, rng, frame):
   """A crease: a long, thin, curved line with a bright companion (light catching the fold)."""
-  cx, _ = _center(rng, size, strip, margin=0.2)
+  size = frame.size
+  cx, _ = _center(rng, frame, margin=0.2)
   bend = rng.uniform(-0.25, 0.25) * size
   t = np.linspace(0, 1, 32)
   xs = cx + bend * 4 * t * (1 - t) + rng.uniform(-0.1, 0.1) * size * (t - 0.5)
-  ys = strip * 0.5 + t * (size - strip)
+  top, bottom = frame.span_rows()
+  ys = top + t * (bottom - top)
   dark, bright = _blank(size), _blank(size)
   cv2.polylines(
     dark, [np.array([_pt(x, y) for x, y in zip(xs, ys)], np.int32)], False, 1.0, 1, cv2.LINE_AA, 4
@@ -228,12 +274,13 @@ def crease(img, rng, size, strip):
   return img - rng.uniform(40, 70) * dark + rng.uniform(20, 40) * bright
 
 
-def waist_folding(img, rng, size, strip):
+def waist_folding(img, rng, frame):
   """Waist folding: a band of broad zig-zag folds across the full width.
 
   The folds alternate light and shade.
   """
-  _, cy = _center(rng, size, strip, margin=0.18)
+  size = frame.size
+  _, cy = _center(rng, frame, margin=0.18)
   height = rng.uniform(0.15, 0.25) * size
   y, x = np.mgrid[0:size, 0:size].astype(np.float32)
   period = rng.uniform(0.12, 0.25) * size
@@ -262,7 +309,7 @@ DEFECT_THRESHOLD = 6.0
 
 
 def render_clean_image(
-  rng: np.random.Generator, label: int, size: int, strip: int
+  rng: np.random.Generator, label: int, frame: Frame
 ) -> tuple[np.ndarray, np.ndarray]:
   """The overlay-free image of one example and its defect mask, both uint8 [size, size].
 
@@ -271,8 +318,8 @@ def render_clean_image(
   """
   if not 0 <= label < NUM_CLASSES:
     raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
-  texture = brushed_metal(rng, size)
-  image = DEFECT_RENDERERS[label](texture, rng, size, strip)
+  texture = brushed_metal(rng, frame.size)
+  image = DEFECT_RENDERERS[label](texture, rng, frame)
   defect = (np.abs(image - texture) > DEFECT_THRESHOLD).astype(np.uint8)
   return np.clip(np.rint(image), 0, 255).astype(np.uint8), defect
 

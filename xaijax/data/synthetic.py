@@ -20,6 +20,7 @@ class SyntheticGc10Config(builder.OverlaidImagesConfig):
   class_scale: float = 0.5
   min_per_class: int = 10
   image_seed: int = 0
+  defect_placement: str = 'anywhere'  # defects.DEFECT_PLACEMENTS
 
   def labels(self) -> np.ndarray:
     counts = defects.class_counts(self.class_scale, self.min_per_class)
@@ -31,6 +32,7 @@ def make_config(
   class_scale=0.5,
   min_per_class=10,
   image_seed=0,
+  defect_placement='anywhere',
   overlay_mode='spurious',
   logo_class_probability=0.9,
   overlay_seed=0,
@@ -43,6 +45,7 @@ def make_config(
     class_scale=float(class_scale),
     min_per_class=int(min_per_class),
     image_seed=int(image_seed),
+    defect_placement=str(defect_placement),
     overlay_mode=overlay_mode,
     logo_class_probability=float(logo_class_probability),
     overlay_seed=int(overlay_seed),
@@ -50,7 +53,10 @@ def make_config(
     split_fractions=tuple(float(f) for f in split_fractions),
   )
   builder.validate_overlay_settings(config)
-  config.name = f'{config.settings_name()}_c{class_scale:g}-{min_per_class}_i{image_seed}'
+  defects.Frame(config.resolution, 0, config.defect_placement)  # a bad placement fails here
+  config.name = (
+    f'{config.settings_name()}_c{class_scale:g}-{min_per_class}_i{image_seed}_{defect_placement}'
+  )
   return config
 
 
@@ -59,9 +65,10 @@ def clean_image(
 ) -> tuple[np.ndarray, np.ndarray]:
   """(clean image, defect mask) of one example, both uint8 [R, R]."""
   rng = np.random.default_rng([config.image_seed, index])
-  return defects.render_clean_image(
-    rng, label, config.resolution, overlays.strip_height(config.resolution)
+  frame = defects.Frame(
+    config.resolution, overlays.strip_height(config.resolution), config.defect_placement
   )
+  return defects.render_clean_image(rng, label, frame)
 
 
 class SyntheticGc10(tfds.core.GeneratorBasedBuilder):

@@ -1,7 +1,8 @@
 """Pure functions of one seed's train state; vmap them over a leading seed axis (purejaxrl style).
 
 The paper's recipe (Adam, lr 1e-3, beta1 0.9, batch 16, early stopping on the validation macro-F1,
-best weights restored) as functions of one seed:
+best weights restored) as functions of one seed, with an optional learning-rate schedule over the
+epochs (`learning_rate_scale`; the paper's is constant):
 
     run_epoch(state, train_data, validation_data, epoch, settings) -> (state, metrics)
 
@@ -44,18 +45,45 @@ class Settings:
   batch_size: int
   patience: int
   min_delta: float
+  learning_rate_schedule: str = 'constant'  # one of LEARNING_RATE_SCHEDULES
+  warmup_epochs: int = 0
+  max_epochs: int = 1  # the epochs a schedule spans (config.train.epochs)
   # How one seed's batch lies over devices: PartitionSpec(<data axis>) of a seeds x data mesh
   # (seed_runners). None leaves it to the compiler (each seed's batch on one device).
   batch_sharding: jax.sharding.NamedSharding | None = None
+
+
+LEARNING_RATE_SCHEDULES = ('constant', 'cosine')
 
 
 @functools.cache
 def make_optimizer(b1: float) -> optax.GradientTransformation:
   """Adam whose learning rate lives in the optimiser state, so every seed can have its own.
 
-  Cached, so equal settings compare equal and reuse their compiled programs.
+  The rate a step uses is that seed's rate times `learning_rate_scale(epoch)`: Adam's update is
+  linear in the rate, so `train_step` scales the update. Cached, so equal settings compare equal
+  and reuse their compiled programs.
   """
   return optax.inject_hyperparams(optax.adam)(learning_rate=0.0, b1=b1)
+
+
+def learning_rate_scale(epoch, settings: Settings):
+  """The factor on every seed's learning rate during epoch `epoch` (1-based).
+
+  'constant': 1. 'cosine': a linear warm-up over `warmup_epochs` (1/W, 2/W, ..., 1), then half a
+  cosine from 1 down towards 0, reaching 1/2 (1 + cos(pi (E - W - 1) / (E - W))) in the last epoch
+  E (`max_epochs`), so every epoch still learns and the last ones barely move the weights.
+  """
+  if settings.learning_rate_schedule == 'constant':
+    return jnp.float32(1.0)
+  epoch = jnp.asarray(epoch, jnp.float32)
+  warmup = float(settings.warmup_epochs)
+  decay_epochs = max(1.0, settings.max_epochs - warmup)
+  progress = jnp.clip((epoch - warmup - 1.0) / decay_epochs, 0.0, 1.0)
+  cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+  if warmup > 0:
+    cosine = jnp.where(epoch <= warmup, epoch / warmup, cosine)
+  return cosine.astype(jnp.float32)
 
 
 def make_settings(train_config, classifier, num_classes: int) -> Settings:
@@ -68,6 +96,9 @@ def make_settings(train_config, classifier, num_classes: int) -> Settings:
     batch_size=int(train_config.batch_size),
     patience=int(train_config.patience),
     min_delta=float(train_config.min_delta),
+    learning_rate_schedule=str(train_config.learning_rate_schedule),
+    warmup_epochs=int(train_config.warmup_epochs),
+    max_epochs=int(train_config.epochs),
   )
 
 
@@ -114,8 +145,9 @@ def lay_out_batch(inputs, settings: Settings):
   return jax.lax.with_sharding_constraint(inputs, sharding)
 
 
-def train_step(state: dict, batch: dict, *, settings: Settings):
-  """One Adam step of one seed on `batch = {'image': uint8 [B,H,W,1], 'label': int [B]}`.
+def train_step(state: dict, batch: dict, learning_rate_scale=None, *, settings: Settings):
+  """One Adam step of one seed on `batch = {'image': uint8 [B,H,W,1], 'label': int [B]}`, at the
+  seed's learning rate times `learning_rate_scale` (None: 1).
 
   Uses and advances `state['rng']` (dropout); returns `(state, {'loss', 'accuracy'})`.
   """
@@ -135,6 +167,8 @@ def train_step(state: dict, batch: dict, *, settings: Settings):
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   updates, opt_state = settings.optimizer.update(grads, state['opt_state'], state['params'])
+  if learning_rate_scale is not None:
+    updates = jax.tree.map(lambda update: update * learning_rate_scale, updates)
   params = optax.apply_updates(state['params'], updates)
   accuracy = (logits.argmax(-1) == batch['label']).mean()
   new_state = {
@@ -147,7 +181,7 @@ def train_step(state: dict, batch: dict, *, settings: Settings):
   return new_state, {'loss': loss, 'accuracy': accuracy}
 
 
-def train_epoch(state: dict, train_data: dict, *, settings: Settings):
+def train_epoch(state: dict, train_data: dict, learning_rate_scale=None, *, settings: Settings):
   """One pass over a fresh permutation of `train_data`; returns `(state, losses [steps])`."""
   num_images = train_data['label'].shape[0]
   num_steps = num_images // settings.batch_size
@@ -157,7 +191,7 @@ def train_epoch(state: dict, train_data: dict, *, settings: Settings):
 
   def step(carry, indices):
     batch = {'image': train_data['image'][indices], 'label': train_data['label'][indices]}
-    return train_step(carry, batch, settings=settings)
+    return train_step(carry, batch, learning_rate_scale, settings=settings)
 
   # Only what a step changes goes through the scan; best variables and history stay outside.
   carry = {key: state[key] for key in _STEP_KEYS}
@@ -187,7 +221,10 @@ def run_epoch(state: dict, train_data: dict, validation_data: dict, epoch, *, se
   A seed that is no longer active comes back unchanged and reports NaN.
   """
   was_active = state['early_stopping']['active']
-  trained, losses = train_epoch(state, train_data, settings=settings)
+  scale = None
+  if settings.learning_rate_schedule != 'constant':
+    scale = learning_rate_scale(epoch, settings)
+  trained, losses = train_epoch(state, train_data, scale, settings=settings)
   variables = {'params': trained['params'], 'batch_stats': trained['batch_stats']}
   f1 = validation_macro_f1(variables, validation_data, settings=settings)
   early_stopping, improved = update_early_stopping(
