@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from xaijax import evaluation, report, workflow
+from xaijax.corrections import table as correction_table
 from xaijax.data import CLASS_NAMES, preview
 from xaijax.models import registry
 from xaijax.training import classifier as classifier_training
@@ -22,7 +23,11 @@ from xaijax.workdir import CLASSIFIER_DIR, REMEDIED_IMAGES_FILE, RESULTS_FILE, r
 MakeConfig = Callable[[str, str], ml_collections.ConfigDict]  # (case, arg) -> config
 
 CASES = ('original', 'blur', 'black_stripe', 'crop', 'generative', 'telea')
+# Cases that correct the model instead of the images; run when named in --cases.
+CORRECTION_CASES = correction_table.CORRECTION_CASES
+ALL_CASES = CASES + CORRECTION_CASES
 CASE_TITLES = {
+  **correction_table.CORRECTION_TITLES,
   'original': 'Original',
   'blur': 'Blur',
   'black_stripe': 'Black Stripe',
@@ -98,7 +103,7 @@ def original_on_generative_images(root: str, arg: str, make_config: MakeConfig) 
 def figure5(root: str, cases) -> str | None:
   """One test image under every remedy (the paper's Fig. 5), from each case's remedied images."""
   images = {}
-  for case in cases:
+  for case in [c for c in cases if c not in CORRECTION_CASES]:  # corrections keep the images
     path = os.path.join(root, case, REMEDIED_IMAGES_FILE)
     if os.path.exists(path):
       with np.load(path) as cached:
@@ -182,6 +187,8 @@ def write_study_report(root: str, arg: str, results: dict, table2: dict | None) 
     '|---|---|---|---|---|---|---|---|---|',
   ]
   for case, res in results.items():
+    if case in CORRECTION_CASES:
+      continue  # in their own table, below
     test = res['splits']['test']
     paper = paper_pm(PAPER_TABLE3[case][0]) if case in PAPER_TABLE3 else '-'
     lines.append(
@@ -198,6 +205,7 @@ def write_study_report(root: str, arg: str, results: dict, table2: dict | None) 
     "share of positive LRP relevance on the overlay's pixels (Arras et al.'s relevance mass).",
     '',
   ]
+  lines += correction_table.table_lines(results, CASE_TITLES)
   if 'generative' in results and 'inpainting' in results['generative']:
     lines += [
       '## Inpainting quality (test split, against the clean images)',
@@ -235,9 +243,14 @@ def run_study(root: str, cases, arg: str, make_config: MakeConfig) -> str:
   is returned)."""
   os.makedirs(root, exist_ok=True)
   results = {}
-  for case in [c for c in CASES if c in cases]:
+  for case in [c for c in ALL_CASES if c in cases]:
     print(f'== {case}', flush=True)
-    results[case] = workflow.run(make_config(case, arg), os.path.join(root, case))
+    config = make_config(case, arg)
+    base = os.path.join(root, 'original', CLASSIFIER_DIR)
+    if case in ('pclarc', 'aclarc', 'rrclarc') and 'original' in results:
+      # The ClArC cases correct the study's own Original models instead of training them again.
+      config.correction.base_classifier = base
+    results[case] = workflow.run(config, os.path.join(root, case))
   table2 = original_on_generative_images(root, arg, make_config)
   figure5(root, results)
   figure9(root, results)

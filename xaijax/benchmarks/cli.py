@@ -9,6 +9,7 @@ invocation (`timing.time_interleaved`).
   python scripts/benchmark.py train --seeds 4 --mode vmapped,looped   # lists: all interleaved
   python scripts/benchmark.py lrp --reference zennit
   python scripts/benchmark.py gan --generators 16x2,16x3
+  python scripts/benchmark.py corrections --variants plain,rrr,rrr_lrp,rrclarc
 
 A workload is a module with an `add_<name>(subparsers)` that fills its subparser and sets `run`;
 list it in `SUBCOMMANDS`.
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 
-from xaijax.benchmarks import gan, lrp, train
+from xaijax.benchmarks import corrections, gan, lrp, train
 
-SUBCOMMANDS = (train.add_train, lrp.add_lrp, gan.add_gan)
+SUBCOMMANDS = (train.add_train, lrp.add_lrp, gan.add_gan, corrections.add_corrections)
 
 
 def main(argv=None) -> None:

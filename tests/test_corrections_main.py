@@ -1,0 +1,56 @@
+"""Model corrections end to end through main.py, on the TINY config of test_main.py."""
+
+import json
+
+import pytest
+from test_main import run_main
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('corrections')
+  tuned = run_main(tmp / 'rrclarc', tmp / 'tfds', '--config.correction.epochs=1', case='rrclarc')
+  assert tuned.returncode == 0, tuned.stderr[-3000:]
+  projected = run_main(
+    tmp / 'pclarc',
+    tmp / 'tfds',
+    f'--config.correction.base_classifier={tmp / "rrclarc" / "classifier"}',
+    case='pclarc',
+  )
+  assert projected.returncode == 0, projected.stderr[-3000:]
+  return tmp
+
+
+def results_of(path):
+  return json.loads((path / 'results.json').read_text())
+
+
+def test_a_fine_tuned_correction_reports_its_measures(runs):
+  results = results_of(runs / 'rrclarc')
+  assert results['case'] == 'rrclarc' and results['seeds'] == [0, 1]
+  correction = results['correction']
+  assert correction['settings']['name'] == 'rrclarc' and correction['settings']['weight'] > 0
+  assert len(correction['concept_sensitivity']['per_seed']) == 2
+  assert correction['concept_directions'] >= 1
+  for name in ('validation', 'validation_overlays_swapped'):
+    assert all(0 <= f1 <= 1 for f1 in correction['validation_f1'][name]['per_seed'])
+  seconds = correction['seconds_per_epoch']
+  assert seconds['plain'] is None or seconds['plain'] > 0  # two epochs: one left after the first
+  assert (runs / 'rrclarc' / 'correction' / 'train_result.json').exists()
+  report = (runs / 'rrclarc' / 'report.md').read_text()
+  assert '## Model correction' in report and 'overlays swapped' in report
+
+
+def test_pclarc_reuses_the_original_and_leaves_no_sensitivity_to_its_concept(runs):
+  results = results_of(runs / 'pclarc')
+  assert not (runs / 'pclarc' / 'classifier').exists()  # nothing trained: the base was reused
+  sensitivity = results['correction']['concept_sensitivity']['per_seed']
+  assert max(sensitivity) < 1e-4, sensitivity
+
+
+def test_found_masks_are_refused_until_the_reveal_is_wired(tmp_path):
+  refused = run_main(
+    tmp_path / 'run', tmp_path / 'tfds', '--config.correction.masks=found', case='rrr'
+  )
+  assert refused.returncode != 0
+  assert "correction.masks='found'" in refused.stderr and 'reveal' in refused.stderr
