@@ -167,10 +167,11 @@ def test_rrclarc_penalty_gradient_matches_finite_differences(model_and_concept, 
     penalty = clarc.ConceptGradientPenalty(1.0, 6, fine_tune, 'head')
     forward = training_forward(concept_model, variables['batch_stats'])
 
+    @jax.jit
     def value(params):
       return penalty(forward, {**variables, 'params': params}, inputs, {})[2]
 
-    gradient = jax.grad(value)(variables['params'])
+    gradient = jax.jit(jax.grad(value))(variables['params'])
     for name in clarc.CONCEPT_PARAMS:  # the concept stays where it is
       assert not np.any(gradient[name])
     if fine_tune == 'head':

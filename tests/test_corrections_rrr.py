@@ -60,7 +60,9 @@ def directional_check(function, params, seed=0, step=1e-6):
   direction = jax.tree.unflatten(treedef, [d / norm for d in direction])
   analytic = sum(
     jnp.sum(g * d)
-    for g, d in zip(jax.tree.leaves(jax.grad(function)(params)), jax.tree.leaves(direction))
+    for g, d in zip(
+      jax.tree.leaves(jax.jit(jax.grad(function))(params)), jax.tree.leaves(direction)
+    )
   )
   shifted = lambda sign: jax.tree.map(lambda p, d: p + sign * step * d, params, direction)
   numeric = (function(shifted(1.0)) - function(shifted(-1.0))) / (2 * step)
@@ -98,6 +100,7 @@ def test_penalty_gradients_match_finite_differences_in_float64(which):
     forward = training_forward(model, variables['batch_stats'])
     batch = {masks.CORRECTION_MASK_KEY: mask}
 
+    @jax.jit
     def value(params):
       return penalty(forward, {**variables, 'params': params}, inputs, batch)[2]
 
@@ -139,7 +142,7 @@ def test_input_gradient_penalty_through_the_fast_convolutions_equals_xla():
 
     def gradient(model):
       value = lambda p: penalty(training_forward(model, {}), {'params': p}, inputs, batch)[2]
-      return jax.grad(value)(variables['params'])
+      return jax.jit(jax.grad(value))(variables['params'])
 
     jax.tree.map(
       functools.partial(np.testing.assert_allclose, rtol=1e-10, atol=1e-12),

@@ -67,6 +67,7 @@ def signal_cav(features, labels, weights=None):
   return _unit((centred_a.T @ centred_y) / jnp.maximum(jnp.sum(centred_y**2), 1e-12))
 
 
+@functools.partial(jax.jit, static_argnames=('regularization', 'steps'))
 def logistic_regression(features, labels, weights=None, regularization: float = 1.0, steps=200):
   """(w, b) minimising sum_i weight_i log(1 + exp(-s_i (w.a_i + b))) + |w|^2 / (2 C), with
   s_i = 2 y_i - 1 and C = `regularization`.
