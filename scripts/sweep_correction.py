@@ -35,7 +35,11 @@ TIE = 0.01
 def _override(config, assignment: str) -> None:
   key, _, value = assignment.partition('=')
   section, field = key.split('.')
-  config[section][field] = type(config[section][field])(value) if value else value
+  current = config[section][field]
+  if isinstance(current, bool):
+    config[section][field] = value.lower() in ('1', 'true', 'yes')
+  else:
+    config[section][field] = type(current)(value) if value else value
 
 
 def main(argv):
