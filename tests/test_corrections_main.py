@@ -1,19 +1,51 @@
 """Model corrections end to end through main.py, on the TINY config of test_main.py."""
 
 import json
+import textwrap
 
+import numpy as np
 import pytest
-from test_main import run_main
+
+from tests.test_main import run_main
+from xaijax import case_config
+from xaijax.corrections import masks
+
+# A small classifier of the user's, so that the test compiles in seconds (MobileNet runs in
+# test_main.py); its head 'head' is a Dense layer, so every ClArC applies there.
+MODEL_SOURCE = textwrap.dedent(
+  """
+  import flax.linen as nn
+
+
+  class SmallNet(nn.Module):
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      x = nn.Conv(8, (3, 3), strides=(2, 2), use_bias=False)(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+      return nn.Dense(self.num_classes, name='head')(x.mean(axis=(1, 2)))
+  """
+)
 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('corrections')
-  tuned = run_main(tmp / 'rrclarc', tmp / 'tfds', '--config.correction.epochs=1', case='rrclarc')
+  (tmp / 'small_net.py').write_text(MODEL_SOURCE)
+  model = [
+    f'--config.model.name={tmp / "small_net.py"}:SmallNet',
+    '--config.correction.layer=head',
+    '--config.correction.head=head',
+  ]
+  tuned = run_main(
+    tmp / 'rrclarc', tmp / 'tfds', *model, '--config.correction.epochs=2', case='rrclarc'
+  )
   assert tuned.returncode == 0, tuned.stderr[-3000:]
   projected = run_main(
     tmp / 'pclarc',
     tmp / 'tfds',
+    *model,
     f'--config.correction.base_classifier={tmp / "rrclarc" / "classifier"}',
     case='pclarc',
   )
@@ -48,9 +80,13 @@ def test_pclarc_reuses_the_original_and_leaves_no_sensitivity_to_its_concept(run
   assert max(sensitivity) < 1e-4, sensitivity
 
 
-def test_found_masks_are_refused_until_the_reveal_is_wired(tmp_path):
-  refused = run_main(
-    tmp_path / 'run', tmp_path / 'tfds', '--config.correction.masks=found', case='rrr'
-  )
-  assert refused.returncode != 0
-  assert "correction.masks='found'" in refused.stderr and 'reveal' in refused.stderr
+def test_found_masks_are_refused_until_the_reveal_is_wired():
+  config = case_config.get_config('', correction='rrr')
+  config.correction.masks = 'found'
+  split = {'image': np.zeros((2, 8, 8, 1), np.uint8), 'mask': np.zeros((2, 8, 8, 1), np.uint8)}
+  with pytest.raises(
+    ValueError, match=r"correction.masks='found'.*reveal.*correction.masks='mask'"
+  ):
+    masks.artifact_masks(config, split)
+  with pytest.raises(ValueError, match=r"correction.masks='found'"):
+    masks.concept_examples(config, split)
