@@ -123,6 +123,8 @@ def figure9(root: str, results: dict) -> str:
   figure, axis = plt.subplots(figsize=(7, 4))
   for case in results:
     trained = classifier_training.load_train_result(os.path.join(root, case, CLASSIFIER_DIR))
+    if trained is None:  # a ClArC case corrects the Original's run and trains none of its own
+      continue
     curves = np.asarray(trained.validation_f1, np.float64)
     # A stopped seed keeps its best score from then on (NaN in the curve): carry it forward.
     for row in curves:
