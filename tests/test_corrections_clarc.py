@@ -189,3 +189,15 @@ def test_rrclarc_penalty_gradient_matches_finite_differences(model_and_concept, 
     )
     assert float(value(variables['params'])) > 0
     np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
+
+
+def test_fine_tuning_starts_every_seed_from_its_own_model():
+  from xaijax.training import seed_runners
+
+  state = {'params': {'w': jnp.zeros((4, 2))}, 'batch_stats': {}}  # 3 seeds + 1 padding slot
+  own = {'params': {'w': jnp.asarray([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])}}
+  started = seed_runners.start_from(state, own)
+  np.testing.assert_array_equal(started['params']['w'], [[1, 1], [2, 2], [3, 3], [3, 3]])
+  np.testing.assert_array_equal(started['best']['params']['w'], started['params']['w'])
+  shared = seed_runners.start_from(state, {'params': {'w': jnp.asarray([5.0, 6.0])}})
+  np.testing.assert_array_equal(shared['params']['w'], [[5, 6]] * 4)
