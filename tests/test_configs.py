@@ -39,3 +39,33 @@ def test_a_typo_in_a_config_key_is_an_error():
   config = case_config.get_config()
   with pytest.raises(AttributeError):
     config.data.resolutoin  # noqa: B018
+
+
+CORRECTIONS = ['rrr', 'rrr_lrp', 'pclarc', 'aclarc', 'rrclarc']
+
+
+@pytest.mark.parametrize('case', CORRECTIONS)
+def test_every_correction_builds_and_keeps_the_images(case):
+  module = importlib.import_module(f'configs.{case}')
+  config = module.get_config('weight=3')
+  assert config.correction.name == case and config.remedy.name == 'none'
+  assert config.correction.weight == 3.0
+  assert module.get_config().correction.weight == case_config.CORRECTION_WEIGHTS.get(case, 0.0)
+  assert f'configs/{case}.py' in module.__doc__, 'the run command sits in the docstring'
+  case_config.validate(config)
+
+
+def test_bad_correction_settings_say_what_to_change():
+  config = case_config.get_config(correction='rrclarc')
+  config.remedy.name = 'telea'
+  config.correction.update(weight=-1.0, cav='svm', fine_tune='some', masks='guessed')
+  with pytest.raises(ValueError) as error:
+    case_config.validate(config)
+  for expected in (
+    "remedy.name='telea': a correction edits the model",
+    'correction.weight=-1.0: must be at least 0',
+    "correction.cav='svm'",
+    "correction.fine_tune='some'",
+    "correction.masks='guessed'",
+  ):
+    assert expected in str(error.value), expected

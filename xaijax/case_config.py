@@ -31,12 +31,23 @@ ARG_OPTIONS = {
   'class_scale': (float, 'data.class_scale'),
   'batch_size': (int, 'train.batch_size'),
   'gan_steps': (int, 'gan.steps'),
+  'weight': (float, 'correction.weight'),
 }
 # Seeds per case in the study (scripts/reproduce_paper.py) on the CPU config: enough for Welch's
 # test to separate real differences; main.py's single case keeps train.seeds.
 CPU_STUDY_SEEDS = 5
 REMEDY_NAMES = ('none', 'blur', 'crop', 'black_stripe', 'telea', 'generative')
 REMEDY_REGIONS = ('strips', 'mask')
+LRP_COMPOSITES = (  # xaijax.lrp.COMPOSITES, named here so a config loads without JAX
+  'epsilon',
+  'epsilon_plus',
+  'epsilon_gamma_box',
+  'epsilon_plus_flat',
+  'epsilon_alpha2_beta1',
+)
+CORRECTION_NAMES = ('none', 'rrr', 'rrr_lrp', 'pclarc', 'aclarc', 'rrclarc')
+# λ of each correction with a penalty, chosen on validation (README: "Model corrections").
+CORRECTION_WEIGHTS = {'rrr': 100.0, 'rrr_lrp': 10.0, 'rrclarc': 10.0}
 SEED_STRATEGIES = ('vmap', 'loop')
 
 
@@ -60,8 +71,11 @@ def parse_arg(arg: str | None) -> dict:
   return options
 
 
-def get_config(arg: str | None = None, remedy: str = 'none') -> ml_collections.ConfigDict:
-  """The whole config of a case whose remedy is `remedy`, CPU-sized or (`paper`) the paper's."""
+def get_config(
+  arg: str | None = None, remedy: str = 'none', correction: str = 'none'
+) -> ml_collections.ConfigDict:
+  """The whole config of a case whose remedy is `remedy` (an edit of the images) or whose
+  correction is `correction` (an edit of the model), CPU-sized or (`paper`) the paper's."""
   options = parse_arg(arg)
   paper = options.get('paper', False)
   config = ml_collections.ConfigDict()
@@ -237,6 +251,29 @@ def get_config(arg: str | None = None, remedy: str = 'none') -> ml_collections.C
     )
   )
 
+  config.correction = ml_collections.ConfigDict(
+    dict(
+      name=correction,  # one of CORRECTION_NAMES; 'none' for the image remedies
+      weight=CORRECTION_WEIGHTS.get(correction, 0.0),  # λ of the penalty; 0 = plain training
+      masks='mask',  # 'mask': ground-truth overlay masks; 'found': the reveal's (not wired yet)
+      # Early stopping of a correction: 'overlays_swapped' (every validation image shows another
+      # class's overlay, so the best epoch is not the one that reads the logo best) or
+      # 'as_distributed' (the Original's validation split).
+      validation='overlays_swapped',
+      lrp_composite='epsilon',  # rrr_lrp: the composite differentiated in the loss
+      # ClArC: the concept lives in the activations entering this module ('conv_preds': MobileNet's
+      # head, i.e. the pooled features; P-ClArC needs a Dense layer, A-/RR-ClArC take any).
+      layer='conv_preds',
+      concept='logo',  # 'logo': one CAV per logo (a subspace); 'overlay': one CAV, any overlay
+      cav='signal',  # 'signal' (pattern cov(a, y)/var(y)) or 'logistic' (linear classifier)
+      fine_tune='all',  # A-/RR-ClArC: 'all' parameters, or only the 'head'
+      head='conv_preds',  # the head's module, for fine_tune='head'
+      epochs=10,  # A-/RR-ClArC fine-tuning epochs, from each seed's Original model
+      learning_rate=1e-4,  # of the fine-tuning
+      base_classifier='',  # ClArC: a finished Original run (its classifier/ folder) to reuse
+    )
+  )
+
   from xaijax.training import gan  # its defaults live beside the trainer that reads them
 
   config.gan = gan.default_config(paper)
@@ -282,6 +319,31 @@ def validate(config) -> None:
     problems.append(f'data.resolution={config.data.resolution}: MobileNet needs at least 32 px')
   if config.remedy.name not in REMEDY_NAMES:
     problems.append(f'remedy.name={config.remedy.name!r}: choose one of {REMEDY_NAMES}')
+  correction = config.correction
+  if correction.name not in CORRECTION_NAMES:
+    problems.append(f'correction.name={correction.name!r}: choose one of {CORRECTION_NAMES}')
+  if correction.name != 'none' and config.remedy.name != 'none':
+    problems.append(
+      f'correction.name={correction.name!r} with remedy.name={config.remedy.name!r}: a correction '
+      "edits the model, not the images; set remedy.name='none'"
+    )
+  if not correction.weight >= 0:
+    problems.append(f'correction.weight={correction.weight}: must be at least 0')
+  choices = {
+    'masks': ('mask', 'found'),
+    'validation': ('as_distributed', 'overlays_swapped'),
+    'concept': ('logo', 'overlay'),
+    'cav': ('signal', 'logistic'),
+    'fine_tune': ('all', 'head'),
+    'lrp_composite': LRP_COMPOSITES,
+  }
+  for key, allowed in choices.items():
+    if correction[key] not in allowed:
+      problems.append(f'correction.{key}={correction[key]!r}: choose one of {allowed}')
+  if int(correction.epochs) < 1:
+    problems.append(f'correction.epochs={correction.epochs}: must be at least 1')
+  if correction.base_classifier and not os.path.isdir(correction.base_classifier):
+    problems.append(f'correction.base_classifier={correction.base_classifier!r}: no such folder')
   if config.remedy.region not in REMEDY_REGIONS:
     problems.append(f'remedy.region={config.remedy.region!r}: choose one of {REMEDY_REGIONS}')
   train = config.train

@@ -54,9 +54,65 @@ def score_row(split_scores: dict) -> dict:
   }
 
 
+def mean_std(values) -> dict:
+  values = np.asarray(values, np.float64)
+  return {
+    'mean': float(np.nanmean(values)),
+    'std': float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
+    'per_seed': [float(v) for v in values],
+  }
+
+
+def case_name(config) -> str:
+  if config.correction.name != 'none':
+    return config.correction.name
+  return config.remedy.name if config.remedy.name != 'none' else 'original'
+
+
+def correction_summary(measures: dict) -> dict:
+  """correction.json in the shape of results.json: mean ± std over seeds."""
+  seconds = measures['seconds_per_epoch']
+  summary = {
+    'settings': measures['correction'],
+    'concept_sensitivity': mean_std(measures['concept_sensitivity']),
+    'concept_directions': measures['concept_directions'],
+    'validation_f1': {name: mean_std(v) for name, v in measures['validation_f1'].items()},
+    'seconds_per_epoch': seconds,
+  }
+  if seconds.get('plain') and seconds.get('corrected'):
+    summary['epoch_time_ratio'] = seconds['corrected'] / seconds['plain']
+  return summary
+
+
+def correction_lines(summary: dict) -> list[str]:
+  settings, seconds = summary['settings'], summary['seconds_per_epoch']
+  validation = summary['validation_f1']
+  timing = ', '.join(f'{name} {value:.2f} s' for name, value in seconds.items() if value)
+  if 'epoch_time_ratio' in summary:
+    timing += f' (ratio {summary["epoch_time_ratio"]:.2f})'
+  return [
+    '## Model correction',
+    '',
+    f'`{settings["name"]}`: weight (λ) {settings["weight"]}, masks `{settings["masks"]}`, '
+    f'early stopping on validation `{settings["validation"]}`; concept at the input of '
+    f'`{settings["layer"]}` (`{settings["concept"]}`, `{settings["cav"]}` CAV, '
+    f'{summary["concept_directions"]} directions).',
+    '',
+    '| measure | mean ± std over seeds |',
+    '|---|---|',
+    '| TCAV sensitivity to the concept, mean &#124;∇ŷ·v&#124; (test) | '
+    f'{pm(summary["concept_sensitivity"], 4)} |',
+    f'| validation macro-F1, as distributed | {pm(validation["validation"])} |',
+    f'| validation macro-F1, overlays swapped | {pm(validation["validation_overlays_swapped"])} |',
+    '',
+    f'Wall seconds per training epoch (median, first epoch left out): {timing or "not timed"}.',
+    '',
+  ]
+
+
 def write_case_report(config, workdir: str, result, stages: dict, timings: dict) -> dict:
   evaluation, explanation = stages['evaluate'], stages['explain']
-  case = config.remedy.name if config.remedy.name != 'none' else 'original'
+  case = case_name(config)
   write_validation_curves(
     os.path.join(workdir, 'validation_f1.png'),
     result.validation_f1,
@@ -87,13 +143,19 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     results['inpainting'] = stages['inpainting']
   if 'quality' in stages:
     results['explanation_quality'] = stages['quality']
+  if 'measure' in stages:
+    results['correction'] = correction_summary(stages['measure'])
+    results['settings']['correction'] = config.correction.to_dict()
   write_json(os.path.join(workdir, RESULTS_FILE), results)
 
+  if config.correction.name != 'none':
+    edit = f'model correction: `{config.correction.name}` (the images keep their overlays)'
+  else:
+    edit = f'remedy: `{config.remedy.name}` (region: {config.remedy.region})'
   lines = [
     f'# Case `{case}`',
     '',
-    f'Dataset: {results["dataset"]}; remedy: `{config.remedy.name}` '
-    f'(region: {config.remedy.region}); {len(result.seeds)} seeds; '
+    f'Dataset: {results["dataset"]}; {edit}; {len(result.seeds)} seeds; '
     f'{results["epochs_run"]} epochs run; '
     f'wall time {results["wall_time_seconds"]["total"]:.0f} s.',
     '',
@@ -124,6 +186,8 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     from xaijax.quality import summary  # pylint: disable=import-outside-toplevel
 
     lines += summary.markdown(stages['quality'])
+  if 'correction' in results:
+    lines += correction_lines(results['correction'])
   if 'inpainting' in results:
     lines += [
       '## Inpainting quality against the clean images (test split)',

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from xaijax import case_config, convergence, evaluation, report, study_report, workflow
+from xaijax.corrections import table as correction_table
 from xaijax.data import CLASS_NAMES, preview
 from xaijax.models import registry
 from xaijax.training import classifier as classifier_training
@@ -32,6 +33,11 @@ MakeConfig = Callable[[str, str], ml_collections.ConfigDict]  # (case, arg) -> c
 CASES = ('original', 'blur', 'black_stripe', 'crop', 'generative', 'telea')
 # The overlay settings the study runs (data.overlay_mode), the paper's first.
 SETTINGS = ('random', 'spurious')
+# Cases that correct the model instead of the images; run when named in --cases.
+CORRECTION_CASES = correction_table.CORRECTION_CASES
+ALL_CASES = CASES + CORRECTION_CASES
+# The ClArC cases correct the setting's own Original models instead of training them again.
+_REUSES_ORIGINAL = ('pclarc', 'aclarc', 'rrclarc')
 
 
 @dataclasses.dataclass
@@ -115,7 +121,7 @@ def original_on_generative_images(root: str, arg: str, make_config: MakeConfig) 
 def figure5(root: str, cases) -> str | None:
   """One test image under every remedy (the paper's Fig. 5), from each case's remedied images."""
   images = {}
-  for case in cases:
+  for case in [c for c in cases if c not in CORRECTION_CASES]:  # corrections keep the images
     path = os.path.join(root, case, REMEDIED_IMAGES_FILE)
     if os.path.exists(path):
       with np.load(path) as cached:
@@ -128,11 +134,13 @@ def figure5(root: str, cases) -> str | None:
 
 
 def training_curves(root: str, cases) -> dict:
-  """case -> its TrainResult (validation curves, stopped epochs), from each case's workdir."""
-  return {
+  """case -> its TrainResult (validation curves, stopped epochs), from each case's workdir; the
+  ClArC cases, which correct the Original's run and train no classifier of their own, left out."""
+  trained = {
     case: classifier_training.load_train_result(os.path.join(root, case, CLASSIFIER_DIR))
     for case in cases
   }
+  return {case: result for case, result in trained.items() if result is not None}
 
 
 def figure9(root: str, trained: dict, title: str) -> str:
@@ -174,9 +182,12 @@ def run_setting(
   os.makedirs(directory, exist_ok=True)
   arg = setting_arg(arg, setting)
   results = {}
-  for case in [c for c in CASES if c in cases]:
+  for case in [c for c in ALL_CASES if c in cases]:
     print(f'== {setting}: {case}', flush=True)
-    results[case] = workflow.run(make_config(case, arg), os.path.join(directory, case))
+    config = make_config(case, arg)
+    if case in _REUSES_ORIGINAL and 'original' in results:
+      config.correction.base_classifier = os.path.join(directory, 'original', CLASSIFIER_DIR)
+    results[case] = workflow.run(config, os.path.join(directory, case))
   table2 = original_on_generative_images(directory, arg, make_config)
   figure5(directory, results)
   trained = training_curves(directory, results)

@@ -12,6 +12,7 @@ import os
 
 from xaijax import report, significance
 from xaijax.convergence import PLATEAU_EPOCHS, PLATEAU_TOLERANCE
+from xaijax.corrections import table as correction_table
 
 CASE_TITLES = {
   'original': 'Original',
@@ -20,6 +21,7 @@ CASE_TITLES = {
   'crop': 'Crop',
   'generative': 'Generative',
   'telea': 'Telea (not in the paper)',
+  **correction_table.CORRECTION_TITLES,
 }
 SETTING_TITLES = {
   'random': "random overlays (the paper's setting)",
@@ -100,6 +102,8 @@ def table3(outcome) -> list[str]:
     '|---|---|---|---|---|---|---|---|---|---|',
   ]
   for case, res in outcome.results.items():
+    if case in correction_table.CORRECTION_CASES:
+      continue  # in their own table
     test = res['splits']['test']
     paper = paper_pm(PAPER_TABLE3[case][0]) if case in PAPER_TABLE3 else '-'
     verdict = outcome.verdicts[case]
@@ -216,6 +220,11 @@ def inpainting_table(outcome) -> list[str]:
   return [*lines, '']
 
 
+def model_corrections(outcome) -> list[str]:
+  """The corrections beside the Original and the best image remedy (none when none ran)."""
+  return correction_table.table_lines(outcome.results, CASE_TITLES)
+
+
 def figures(outcome) -> list[str]:
   setting = outcome.setting
   lines = ['### Figures', '', f'![Fig. 5]({setting}/fig5_remedies.png)', '']
@@ -261,6 +270,7 @@ SETTING_SECTIONS = (
   table3,
   comparisons,
   convergence_table,
+  model_corrections,
   inpainting_table,
   figures,
 )

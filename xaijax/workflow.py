@@ -149,16 +149,61 @@ def initial_variables(config, classifier: registry.Classifier):
 
 
 def train_stage(config, splits: dict, workdir: str):
+  """The case's classifier, every seed; an RRR case trains with its penalty, a ClArC case trains
+  (or reuses, `correction.base_classifier`) the Original model it then corrects."""
+  from xaijax.corrections import stages as corrections
   from xaijax.training import classifier as classifier_training
 
   classifier = registry.build(config.model)
-  return classifier_training.train_classifier(
+  run_dir = os.path.join(workdir, CLASSIFIER_DIR)
+  penalty = None
+  train_splits = {'train': splits['train'], 'validation': splits['validation']}
+  if config.correction.name in corrections.TRAINED_FROM_SCRATCH:
+    train_splits = corrections.correction_splits(config, splits)
+    penalty = corrections.training_penalty(config, classifier)
+  elif config.correction.base_classifier:
+    return reused_classifier(config, config.correction.base_classifier)
+  timer = corrections.EpochTimer(run_dir)
+  result = classifier_training.train_classifier(
     config,
-    {'train': splits['train'], 'validation': splits['validation']},
-    os.path.join(workdir, CLASSIFIER_DIR),
+    train_splits,
+    run_dir,
     classifier,
+    on_epoch_end=timer,
     initial_variables=initial_variables(config, classifier),
+    penalty=penalty,
   )
+  timer.write()
+  return result
+
+
+def reused_classifier(config, run_dir: str):
+  """A finished Original run to correct (`correction.base_classifier`), its seeds checked."""
+  from xaijax.training import classifier as classifier_training
+
+  result = classifier_training.load_train_result(run_dir)
+  seeds = classifier_training.seed_values(config.train.seeds)
+  if result is None or list(result.seeds) != seeds:
+    found = 'no finished run' if result is None else f'seeds {result.seeds}'
+    raise ValueError(
+      f'correction.base_classifier={run_dir!r} holds {found}; it must be the classifier/ folder '
+      f'of a finished Original case with seeds {seeds}.'
+    )
+  return result
+
+
+def plain_and_corrected_runs(config, workdir: str) -> dict:
+  """The classifier runs whose seconds per epoch a case reports."""
+  from xaijax.corrections import stages as corrections
+
+  own = os.path.join(workdir, CLASSIFIER_DIR)
+  name = config.correction.name
+  if name in corrections.TRAINED_FROM_SCRATCH:
+    return {'corrected': own}
+  plain = config.correction.base_classifier or own
+  if name in corrections.FINE_TUNED:
+    return {'plain': plain, 'corrected': os.path.join(workdir, corrections.CORRECTION_DIR)}
+  return {'plain': plain}
 
 
 def evaluate_stage(config, splits: dict, result, workdir: str) -> dict:
@@ -297,6 +342,17 @@ def quality_stage(config, splits: dict, result, workdir: str) -> dict:
   return quality
 
 
+def measure_stage(config, splits: dict, result, workdir: str) -> dict:
+  """What a model correction is judged by besides F1 and relevance (correction.json): TCAV
+  sensitivity to the artifact's concept, validation F1 with overlays swapped, seconds per epoch.
+  Run for the Original model too, the reference of every correction."""
+  from xaijax.corrections import stages as corrections
+
+  return corrections.measures_stage(
+    config, splits, result, workdir, plain_and_corrected_runs(config, workdir)
+  )
+
+
 def run(config, workdir: str) -> dict:
   """Every stage of the case `config` describes, in `workdir`; returns what results.json holds."""
   case_config.validate(config)
@@ -324,10 +380,16 @@ def run(config, workdir: str) -> dict:
     timed('inpainting', inpainting_stage, config, splits, workdir)
   splits = timed('remedy', remedy_stage, config, splits, workdir)
   result = timed('train', train_stage, config, splits, workdir)
+  if config.correction.name in ('pclarc', 'aclarc', 'rrclarc'):
+    from xaijax.corrections import stages as corrections
+
+    result = timed('correct', corrections.correct_stage, config, splits, result, workdir)
   timed('evaluate', evaluate_stage, config, splits, result, workdir)
   timed('explain', explain_stage, config, splits, result, workdir)
   if config.quality.enabled:
     timed('quality', quality_stage, config, splits, result, workdir)
+  if config.remedy.name == 'none':
+    timed('measure', measure_stage, config, splits, result, workdir)
   with distributed.writer_first('report'):
     if distributed.is_writer():
       results = report.write_case_report(config, workdir, result, stages, timings.seconds)

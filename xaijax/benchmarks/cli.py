@@ -12,6 +12,7 @@ invocation (`timing.time_interleaved`).
   python scripts/benchmark.py quality --measures MPRT,RegionPerturbation   # against Quantus
   python scripts/benchmark.py repack --seeds 8          # a sweep with and without repacking
   python scripts/benchmark.py processes --processes 1,2 --pin   # jax.distributed, local
+  python scripts/benchmark.py corrections --variants plain,rrr,rrr_lrp,rrclarc
 
 A workload is a module with an `add_<name>(subparsers)` that fills its subparser and sets `run`;
 list it in `SUBCOMMANDS`.
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 
-from xaijax.benchmarks import gan, lrp, quality, sweep, train
+from xaijax.benchmarks import corrections, gan, lrp, quality, sweep, train
 
 SUBCOMMANDS = (
   train.add_train,
   lrp.add_lrp,
   gan.add_gan,
   quality.add_quality,
+  corrections.add_corrections,
   sweep.add_repack,
   sweep.add_mesh,
   sweep.add_processes,

@@ -157,7 +157,7 @@ def _check_splits(
     raise ValueError('the validation split is empty; early stopping needs it.')
 
 
-def _run_fingerprint(config, seeds, model, splits) -> dict:
+def _run_fingerprint(config, seeds, model, splits, penalty=None) -> dict:
   train = {
     key: value for key, value in config.train.to_dict().items() if key not in _EXECUTION_ONLY_KEYS
   }
@@ -178,6 +178,8 @@ def _run_fingerprint(config, seeds, model, splits) -> dict:
     'model': model_description,
     'data': data,
   }
+  if penalty is not None:
+    fingerprint['penalty'] = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(penalty))
   return json.loads(json.dumps(fingerprint, default=str))
 
 
@@ -309,6 +311,7 @@ def train_classifier(
   *,
   on_epoch_end: Callable[[int, list[dict]], None] | None = None,
   initial_variables: Mapping | None = None,
+  penalty: Callable | None = None,
 ) -> TrainResult:
   """Trains `config.train.seeds` classifiers on `splits['train']`, early-stopped on
   `splits['validation']`, and returns the best variables of every seed.
@@ -322,6 +325,8 @@ def train_classifier(
   `on_epoch_end(epoch, records)` is called after each epoch's metrics and checkpoint are written.
   `initial_variables` (unstacked `{'params', 'batch_stats'}`, possibly partial, e.g. pretrained
   weights without the head) are where every seed starts; see `seed_runners.start_from`.
+  `penalty` is a model correction's term of the loss (`per_seed.Settings.penalty`); the arrays of
+  `splits['train']` it names in `penalty.batch_keys` go into its batches.
   """
   train_config = config.train
   num_classes = int(config.model.num_classes)
@@ -335,11 +340,14 @@ def train_classifier(
   os.makedirs(workdir, exist_ok=True)
   finished = load_train_result(workdir)
   classifier = registry.build(config.model) if classifier is None else classifier
-  _check_or_write_fingerprint(workdir, _run_fingerprint(config, seeds, classifier.module, splits))
+  _check_or_write_fingerprint(
+    workdir, _run_fingerprint(config, seeds, classifier.module, splits, penalty)
+  )
   if finished is not None:
     return finished
 
   settings = per_seed.make_settings(train_config, classifier, num_classes)
+  settings = dataclasses.replace(settings, penalty=penalty)
   num_steps = len(splits['train']['label']) // settings.batch_size
   runner = seed_runners.make_runner(train_config, settings, len(seeds), num_steps)
 
@@ -351,6 +359,7 @@ def train_classifier(
     {
       'image': np.asarray(splits['train']['image']),
       'label': np.asarray(splits['train']['label'], np.int32),
+      **{key: np.asarray(splits['train'][key]) for key in getattr(penalty, 'batch_keys', ())},
     }
   )
   validation_data = runner.place_data(

@@ -51,6 +51,14 @@ class Settings:
   # How one seed's batch lies over devices: PartitionSpec(<data axis>) of a seeds x data mesh
   # (seed_runners). None leaves it to the compiler (each seed's batch on one device).
   batch_sharding: jax.sharding.NamedSharding | None = None
+  # A model correction's term of the loss (xaijax/corrections); None is plain training. Called as
+  # penalty(forward, variables, inputs, batch) -> (logits, batch_stats, value): `forward(variables,
+  # inputs, **model_kwargs) -> (logits, batch_stats)` is the model in training mode with this step's
+  # dropout key, `variables` = {'params': the parameters being differentiated, 'batch_stats'}, and
+  # `value` is added to the cross-entropy of `logits`. Hashable (a frozen dataclass), so programs
+  # are cached per penalty; the arrays it reads from `batch` besides image and label are named in
+  # its `batch_keys`.
+  penalty: Callable | None = None
 
 
 LEARNING_RATE_SCHEDULES = ('constant', 'cosine')
@@ -146,24 +154,35 @@ def lay_out_batch(inputs, settings: Settings):
 
 
 def train_step(state: dict, batch: dict, learning_rate_scale=None, *, settings: Settings):
-  """One Adam step of one seed on `batch = {'image': uint8 [B,H,W,1], 'label': int [B]}`, at the
-  seed's learning rate times `learning_rate_scale` (None: 1).
+  """One Adam step of one seed on `batch = {'image': uint8 [B,H,W,1], 'label': int [B], ...}`,
+  at the seed's learning rate times `learning_rate_scale` (None: 1).
 
   Uses and advances `state['rng']` (dropout); returns `(state, {'loss', 'accuracy'})`.
   """
   rng, dropout_rng = jax.random.split(state['rng'])
   inputs = lay_out_batch(settings.preprocess(batch['image']), settings)
 
-  def loss_fn(params):
+  def forward(variables, model_inputs, **model_kwargs):
     logits, updates = settings.model.apply(
-      {'params': params, 'batch_stats': state['batch_stats']},
-      inputs,
-      train=True,
+      variables,
+      model_inputs,
+      **{'train': True, **model_kwargs},
       rngs={'dropout': dropout_rng},
       mutable=['batch_stats'],
     )
+    return logits, updates.get('batch_stats', {})
+
+  def loss_fn(params):
+    variables = {'params': params, 'batch_stats': state['batch_stats']}
+    if settings.penalty is None:
+      logits, batch_stats = forward(variables, inputs)
+      penalty = None
+    else:
+      logits, batch_stats, penalty = settings.penalty(forward, variables, inputs, batch)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    return loss, (logits, updates.get('batch_stats', {}))
+    if penalty is not None:
+      loss = loss + penalty
+    return loss, (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
   updates, opt_state = settings.optimizer.update(grads, state['opt_state'], state['params'])
@@ -190,7 +209,8 @@ def train_epoch(state: dict, train_data: dict, learning_rate_scale=None, *, sett
   batches = order[: num_steps * settings.batch_size].reshape(num_steps, settings.batch_size)
 
   def step(carry, indices):
-    batch = {'image': train_data['image'][indices], 'label': train_data['label'][indices]}
+    # Every per-image array travels with its images (a correction's masks, say).
+    batch = {key: values[indices] for key, values in train_data.items()}
     return train_step(carry, batch, learning_rate_scale, settings=settings)
 
   # Only what a step changes goes through the scan; best variables and history stay outside.

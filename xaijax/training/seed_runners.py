@@ -324,7 +324,8 @@ def start_from(state: dict, initial_variables: Mapping) -> dict:
 
   For pretrained weights: the entries given (say, everything but the head) replace every seed's
   random initialisation; the rest keeps it, so seeds still differ there, in data order and in
-  dropout.
+  dropout. An entry that already has the leading seed axis gives each seed its own start (say,
+  each seed's own trained model, to fine-tune).
   """
   state = dict(state)
   for collection in ('params', 'batch_stats'):
@@ -339,6 +340,13 @@ def start_from(state: dict, initial_variables: Mapping) -> dict:
       )
     for path, value in given.items():
       value = np.asarray(value, current[path].dtype)
+      slots = current[path].shape[0]
+      if value.ndim == current[path].ndim and 0 < value.shape[0] <= slots:
+        # One value per seed; padding slots repeat the last seed, as their states do.
+        value = np.concatenate([value, np.repeat(value[-1:], slots - value.shape[0], axis=0)])
+      if value.shape == current[path].shape:
+        current[path] = value
+        continue
       if value.shape != current[path].shape[1:]:
         raise ValueError(
           f'initial_variables {collection}/{path} has shape {value.shape}, the '

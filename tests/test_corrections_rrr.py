@@ -1,0 +1,279 @@
+"""Right for the Right Reasons: penalties against finite differences (float64), lambda = 0 against
+plain training, and a planted shortcut that RRR stops the model from using."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xaijax import case_config, lrp
+from xaijax.corrections import masks, rrr, stages
+from xaijax.models import mobilenet, registry
+from xaijax.training import classifier as classifier_training
+
+
+class SmallConvNet(nn.Module):
+  """Conv, BatchNorm, ReLU, mean pool, Dense: the pieces of MobileNet that the penalties cross."""
+
+  num_classes: int = 3
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(4, (3, 3), use_bias=False)(x)
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    x = nn.relu(x).mean(axis=(1, 2))
+    return nn.Dense(self.num_classes)(x)
+
+
+class PixelMlp(nn.Module):
+  """Sees every pixel on its own, so it can learn (or be kept from) a corner shortcut."""
+
+  num_classes: int = 2
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_classes)(x)
+
+
+def training_forward(model, batch_stats):
+  """`forward` as `per_seed.train_step` hands it to a penalty (no dropout in these models)."""
+
+  def forward(variables, inputs, **kwargs):
+    logits, updates = model.apply(
+      variables, inputs, **{'train': True, **kwargs}, mutable=['batch_stats']
+    )
+    return logits, updates.get('batch_stats', batch_stats)
+
+  return forward
+
+
+def directional_check(function, params, seed=0, step=1e-6):
+  """(grad . d, central difference along d) for a random unit direction d in parameter space."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  direction = [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+  norm = jnp.sqrt(sum(jnp.sum(d**2) for d in direction))
+  direction = jax.tree.unflatten(treedef, [d / norm for d in direction])
+  analytic = sum(
+    jnp.sum(g * d)
+    for g, d in zip(
+      jax.tree.leaves(jax.jit(jax.grad(function))(params)), jax.tree.leaves(direction)
+    )
+  )
+  shifted = lambda sign: jax.tree.map(lambda p, d: p + sign * step * d, params, direction)
+  numeric = (function(shifted(1.0)) - function(shifted(-1.0))) / (2 * step)
+  return float(analytic), float(numeric)
+
+
+def float64(variables):
+  """Flax keeps parameters in float32 by default; finite differences want them in float64."""
+  return jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)
+
+
+def images_and_mask(rng, count, size, channels=1):
+  images = jnp.asarray(rng.uniform(-1, 1, (count, size, size, channels)))
+  mask = np.zeros((count, size, size, 1), np.uint8)
+  mask[:, : size // 4] = 1  # a strip, as the overlays sit in strips
+  return images, mask
+
+
+@pytest.mark.parametrize('which', ['input_gradient', 'lrp'])
+def test_penalty_gradients_match_finite_differences_in_float64(which):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    model = SmallConvNet()
+    inputs, mask = images_and_mask(rng, 4, 8)
+    variables = float64(model.init(jax.random.key(1), inputs))
+    # Running statistics away from the initial 0/1, as after some training (LRP reads them).
+    variables['batch_stats'] = jax.tree.map(
+      lambda v: v + 0.3 * jnp.asarray(rng.uniform(size=v.shape)), variables['batch_stats']
+    )
+    penalty = (
+      rrr.InputGradientPenalty(weight=1.0)
+      if which == 'input_gradient'
+      else rrr.LrpPenalty(weight=1.0, model=model, composite='epsilon', epsilon=0.1)
+    )
+    forward = training_forward(model, variables['batch_stats'])
+    batch = {masks.CORRECTION_MASK_KEY: mask}
+
+    @jax.jit
+    def value(params):
+      return penalty(forward, {**variables, 'params': params}, inputs, batch)[2]
+
+    assert float(value(variables['params'])) > 0
+    analytic, numeric = directional_check(value, variables['params'])
+    assert abs(analytic - numeric) <= 1e-6 * max(abs(numeric), 1e-3), (analytic, numeric)
+
+
+class SeparableBlocks(nn.Module):
+  """MobileNet's depthwise (stride 1 and 2) and pointwise convolutions, implementation chosen."""
+
+  depthwise: str
+  pointwise: str
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    depthwise = mobilenet.DEPTHWISE_IMPLS[self.depthwise]
+    pointwise = mobilenet.POINTWISE_IMPLS[self.pointwise]
+    x = nn.Conv(4, (3, 3), use_bias=False)(x)
+    for stride in (1, 2):
+      padding = 'SAME' if stride == 1 else ((0, 1), (0, 1))
+      x = nn.Conv(
+        4, (3, 3), (stride, stride), padding, feature_group_count=4, conv_general_dilated=depthwise
+      )(x)
+      x = nn.Conv(4, (1, 1), use_bias=False, conv_general_dilated=pointwise)(mobilenet.relu6(x))
+    return nn.Dense(3)(mobilenet.relu6(x).mean(axis=(1, 2)))
+
+
+def test_input_gradient_penalty_through_the_fast_convolutions_equals_xla():
+  """The penalty differentiates MobileNet's hand-written depthwise and pointwise backward passes
+  (jax.custom_vjp) once more; XLA's own convolutions, differentiated by JAX, are the reference."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    inputs, mask = images_and_mask(rng, 3, 8)
+    fast, reference = SeparableBlocks('shifted', 'dot'), SeparableBlocks('xla', 'xla')
+    variables = float64(reference.init(jax.random.key(0), inputs))
+    batch = {masks.CORRECTION_MASK_KEY: mask}
+    penalty = rrr.InputGradientPenalty(weight=1.0)
+
+    def gradient(model):
+      value = lambda p: penalty(training_forward(model, {}), {'params': p}, inputs, batch)[2]
+      return jax.jit(jax.grad(value))(variables['params'])
+
+    jax.tree.map(
+      functools.partial(np.testing.assert_allclose, rtol=1e-10, atol=1e-12),
+      gradient(fast),
+      gradient(reference),
+    )
+
+
+def test_input_gradient_penalty_value_against_a_per_image_loop():
+  """Without BatchNorm each image's input gradient is its own: compare with one grad per image."""
+  rng = np.random.default_rng(1)
+  model = PixelMlp(num_classes=3)
+  inputs, mask = images_and_mask(rng, 3, 6)
+  inputs = inputs.astype(jnp.float32)
+  variables = model.init(jax.random.key(0), inputs)
+  _, _, value = rrr.InputGradientPenalty(weight=2.0)(
+    training_forward(model, {}), variables, inputs, {masks.CORRECTION_MASK_KEY: mask}
+  )
+
+  def log_probability_sum(image):
+    return jnp.sum(jax.nn.log_softmax(model.apply(variables, image[None])[0]))
+
+  expected = np.mean(
+    [
+      np.sum((np.asarray(jax.grad(log_probability_sum)(image)) * mask[i]) ** 2)
+      for i, image in enumerate(inputs)
+    ]
+  )
+  np.testing.assert_allclose(float(value), 2.0 * expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def shortcut_split(count, seed, shortcut_follows_label):
+  """Class = brightness of the centre, weakly; a bright corner says the class outright (train)
+  or nothing (test)."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, count).astype(np.int32)
+  images = rng.normal(128, 40, (count, 8, 8, 1))
+  images[:, 3:5, 3:5] += np.where(labels == 1, 30, -30)[:, None, None, None]
+  corner = labels if shortcut_follows_label else rng.integers(0, 2, count)
+  images[:, :2, :2] = np.where(corner == 1, 255, 0)[:, None, None, None]
+  mask = np.zeros((count, 8, 8, 1), np.uint8)
+  mask[:, :2, :2] = 1
+  images = np.clip(images, 0, 255).astype(np.uint8)
+  return {'image': images, 'label': labels, 'mask': mask, masks.CORRECTION_MASK_KEY: mask}
+
+
+def to_input(images):
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def tiny_config(**correction):
+  config = case_config.get_config('paper')
+  config.model.update(num_classes=2, channels=1)
+  config.train.update(
+    seeds=2,
+    batch_size=16,
+    epochs=12,
+    learning_rate=1e-2,
+    patience=12,
+    checkpoint_every=100,
+    eval_batch_size=64,
+    progress_bar=False,
+    tensorboard=False,
+  )
+  config.correction.update(correction)
+  return config
+
+
+@pytest.fixture(scope='module')
+def shortcut_data():
+  return {
+    'train': shortcut_split(160, 0, True),
+    'validation': shortcut_split(64, 1, True),
+    'test': shortcut_split(128, 2, False),
+  }
+
+
+def train(config, data, workdir, penalty=None):
+  return classifier_training.train_classifier(
+    config,
+    {'train': data['train'], 'validation': data['validation']},
+    str(workdir),
+    registry.Classifier(PixelMlp(), to_input),
+    penalty=penalty,
+  )
+
+
+@pytest.fixture(scope='module')
+def plain_run(shortcut_data, tmp_path_factory):
+  return train(tiny_config(), shortcut_data, tmp_path_factory.mktemp('plain'))
+
+
+def test_weight_zero_is_plain_training_bit_for_bit(shortcut_data, plain_run, tmp_path):
+  config = tiny_config(name='rrr', weight=0.0)
+  classifier = registry.Classifier(PixelMlp(), to_input)
+  assert stages.training_penalty(config, classifier) is None
+  again = train(config, shortcut_data, tmp_path / 'zero')
+  jax.tree.map(np.testing.assert_array_equal, again.variables, plain_run.variables)
+  np.testing.assert_array_equal(again.train_loss, plain_run.train_loss)
+  # The penalty's own path at weight 0 (its forward inside a vjp) trains the same numbers.
+  zero = train(config, shortcut_data, tmp_path / 'zero_penalty', rrr.InputGradientPenalty(0.0))
+  np.testing.assert_allclose(zero.train_loss, plain_run.train_loss, rtol=1e-6)
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+    zero.variables,
+    plain_run.variables,
+  )
+
+
+def relevance_share_on_corner(result, test):
+  shares = []
+  for index in range(len(result.seeds)):
+    relevance = lrp.explain(
+      PixelMlp(), result.variables_of(index), to_input(test['image']), epsilon=0.1
+    )
+    shares.append(float(np.nanmean(lrp.metrics.relevance_mass_in_mask(relevance, test['mask']))))
+  return np.asarray(shares)
+
+
+def test_rrr_moves_relevance_off_a_planted_shortcut(shortcut_data, plain_run, tmp_path):
+  # A correction early-stops on validation images whose shortcut says nothing (as
+  # `correction.validation='overlays_swapped'` does).
+  data = {**shortcut_data, 'validation': shortcut_split(64, 1, False)}
+  config = tiny_config(name='rrr', weight=1000.0)
+  config.train.update(epochs=30, patience=30)
+  corrected = train(config, data, tmp_path / 'rrr', rrr.InputGradientPenalty(1000.0))
+  plain_share = relevance_share_on_corner(plain_run, shortcut_data['test'])
+  corrected_share = relevance_share_on_corner(corrected, shortcut_data['test'])
+  # The corner is 4 of 64 pixels; the plain model puts far more than that share on it.
+  assert plain_share.min() > 0.3, plain_share
+  assert corrected_share.max() < plain_share.min() / 4, (corrected_share, plain_share)
