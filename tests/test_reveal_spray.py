@@ -80,3 +80,10 @@ def test_eigengap_reads_the_largest_gap_among_the_first_eigenvalues():
 def test_tiny_groups_are_one_cluster():
   clustering = spray.spray(np.ones((2, 4)))
   assert clustering.num_clusters == 1 and list(clustering.labels) == [0, 0]
+
+
+def test_a_fixed_number_of_clusters_overrides_the_eigengap():
+  points, _ = planted([30, 30, 30], seed=2)
+  assert spray.spray(points).num_clusters == 3
+  forced = spray.spray(points, num_clusters=5)
+  assert forced.num_clusters == 5 and len(np.unique(forced.labels)) == 5

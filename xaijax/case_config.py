@@ -175,14 +175,25 @@ def reveal_defaults() -> ml_collections.ConfigDict:
       model_workdir='',
       split='train',  # the images clustered
       group_by='true',  # cluster each class's images by 'true' or 'predicted' label
-      # What SpRAy clusters: 'concepts' (relevance per channel at `layer`'s input, summed over
-      # space: it does not move with the artifact) or 'heatmaps' (CoRelAy's downsampled pixel maps).
-      features='concepts',
-      layer='',  # a layer name ('conv_pw_13'); '' = the model's last layer (the head's input)
+      # What SpRAy clusters (xaijax/reveal/items.py): 'regions' (each image's strongest relevant
+      # regions, by their relevance per channel at `layer`'s input), 'concepts' (whole images,
+      # relevance per channel pooled over space) or 'heatmaps' (CoRelAy's downsampled pixel maps).
+      features='regions',
+      max_regions=3,  # features='regions': regions per image
+      # A layer name ('conv_pw_2'); '' = the first layer whose input is at most 1/4 of the image's
+      # side (conv_pw_2 of MobileNet).
+      layer='',
+      # epsilon_plus (z+ below the head) points at a small artifact more often than epsilon
+      # (measured on poisoned+anywhere: 77% against 71% of artifact images, DESIGN.md).
+      composite='epsilon_plus',
       heatmap_size=16,  # features='heatmaps': side of the downsampled maps
       neighbours=10,  # CoRelAy's k-nearest-neighbour graph
       eigenvectors=32,  # CoRelAy's eigenpairs
       max_clusters=8,  # the eigengap is looked for among the first this many eigenvalues
+      num_clusters=0,  # clusters per class; 0 = as many as the eigengap says
+      # A person's choice after looking at reveal_clusters.png, as 'class:cluster' pairs
+      # ('1:3,5:0'); '' = every cluster with shortcut evidence.
+      shortcut_clusters='',
       seed=0,  # k-means, t-SNE, the attack's pairs, the eigensolver's start vector
       # Localisation (Reveal2Revise): relevance > low x max, Gaussian blur, > high x max.
       low=0.1,
@@ -217,6 +228,19 @@ def describe_data(data_config) -> str:
   return f'{data_config.name}, {data_config.resolution} px, overlays: {data_config.overlay_mode}'
 
 
+def parse_cluster_choice(text: str) -> list[tuple[int, int]]:
+  """'1:3,5:0' -> [(1, 3), (5, 0)]: (class, cluster) pairs a person chose as shortcuts."""
+  pairs = []
+  for item in filter(None, (part.strip() for part in (text or '').split(','))):
+    label, _, cluster = item.partition(':')
+    if not (label.strip().isdigit() and cluster.strip().isdigit()):
+      raise ValueError(
+        f'reveal.shortcut_clusters={text!r}: write class:cluster pairs, e.g. 1:3,5:0'
+      )
+    pairs.append((int(label), int(cluster)))
+  return pairs
+
+
 def _reveal_problems(config) -> list[str]:
   problems = []
   reveal = config.reveal
@@ -229,15 +253,28 @@ def _reveal_problems(config) -> list[str]:
     problems.append(f'reveal.model_workdir={reveal.model_workdir!r}: no such folder')
   if reveal.group_by not in ('true', 'predicted'):
     problems.append(f"reveal.group_by={reveal.group_by!r}: choose 'true' or 'predicted'")
-  if reveal.features not in ('concepts', 'heatmaps'):
-    problems.append(f"reveal.features={reveal.features!r}: choose 'concepts' or 'heatmaps'")
+  if reveal.features not in ('regions', 'concepts', 'heatmaps'):
+    problems.append(
+      f"reveal.features={reveal.features!r}: choose 'regions', 'concepts' or 'heatmaps'"
+    )
   if reveal.split not in ('train', 'validation', 'test'):
     problems.append(f"reveal.split={reveal.split!r}: choose 'train', 'validation' or 'test'")
+  try:
+    parse_cluster_choice(reveal.shortcut_clusters)
+  except ValueError as error:
+    problems.append(str(error))
   if not 0 <= reveal.low < reveal.high <= 1:
     problems.append(
       f'reveal.low={reveal.low}, reveal.high={reveal.high}: need 0 <= low < high <= 1'
     )
-  for key in ('neighbours', 'eigenvectors', 'max_clusters', 'attack_images', 'batch_size'):
+  for key in (
+    'neighbours',
+    'eigenvectors',
+    'max_clusters',
+    'max_regions',
+    'attack_images',
+    'batch_size',
+  ):
     if int(reveal[key]) < 1:
       problems.append(f'reveal.{key}={reveal[key]}: must be at least 1')
   return problems

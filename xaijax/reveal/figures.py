@@ -19,6 +19,7 @@ import numpy as np
 from xaijax.lrp.heatmaps import normalize
 
 FOUND_COLOUR, TRUE_COLOUR = 'red', 'lime'
+MAX_ROWS = 40
 
 
 def _grid(count: int, columns: int, size: float = 2.6):
@@ -82,19 +83,12 @@ def _outline(axis, mask, colour):
 def clusters_figure(
   path, classes, source, groups, found_items, item_cluster, heatmaps, examples=5
 ) -> str:
-  """One row per cluster shown: the classes with a shortcut show all their clusters, the others
-  their top-ranked one. Each row: the mean heatmap of the cluster's images, then members with the
-  outline of their items in the cluster."""
-  rows = []
-  for entry in classes:
-    if not entry['clusters']:
-      continue
-    flagged = any(c['shortcut_evidence'] for c in entry['clusters'])
-    for cluster in entry['clusters'] if flagged else entry['clusters'][:1]:
-      rows.append((entry, cluster))
-  rows = rows[:14]
+  """One row per cluster, class by class, best-ranked first (at most MAX_ROWS): the mean heatmap of
+  the cluster's images, then members with the outline of their items in the cluster. What a person
+  looks at before naming clusters in `reveal.shortcut_clusters`."""
+  rows = [(entry, cluster) for entry in classes for cluster in entry['clusters']][:MAX_ROWS]
   figure, axes = plt.subplots(
-    len(rows), examples + 1, figsize=(1.9 * (examples + 1), 2.0 * len(rows)), squeeze=False
+    len(rows), examples + 1, figsize=(1.6 * (examples + 1), 1.75 * len(rows)), squeeze=False
   )
   item_class = groups[found_items.image]
   for row, (entry, cluster) in enumerate(rows):
@@ -103,12 +97,12 @@ def clusters_figure(
     outlines = found_items.outlines(chosen, len(groups))
     mean = normalize(normalize(heatmaps[images]).mean(axis=0)[None])[0]
     axes[row, 0].imshow(mean, cmap='bwr', vmin=-1, vmax=1, interpolation='nearest')
-    verdict = 'SHORTCUT' if cluster['shortcut_evidence'] else ''
+    verdict = ' EVIDENCE' if cluster['shortcut_evidence'] else ''
     axes[row, 0].set_title(
-      f'{entry["name"]} c{cluster["cluster"]} ({cluster["images"]} img) {verdict}\n'
-      f'flip {cluster["flip_rate"]:.2f} vs {cluster["control_flip_rate"]:.2f}, '
-      f'share {cluster["relevance_in_mask"]:.2f}',
-      fontsize=7,
+      f'{entry["class"]}:{cluster["cluster"]} {entry["name"]}{verdict}\n'
+      f'{cluster["images"]} img, flip {cluster["flip_rate"]:.2f} '
+      f'(ctrl {cluster["control_flip_rate"]:.2f})',
+      fontsize=6,
     )
     for column, index in enumerate(images[:examples], start=1):
       axes[row, column].imshow(source['image'][index, ..., 0], cmap='gray', vmin=0, vmax=255)
@@ -119,36 +113,42 @@ def clusters_figure(
   return _save(
     figure,
     path,
-    'Per cluster: mean heatmap of its images (red +, blue -), then members, outlined (red)',
+    'Per cluster (class:cluster): mean heatmap of its images, then members, outlined (red)',
   )
 
 
 def masks_figure(path, splits, found_masks, per_class, has_truth: bool, examples: int = 4) -> str:
-  """Rows of images that show a found shortcut, per split: image and outlines, heatmap."""
+  """Per split, a row of images that show a found shortcut: each with its outlines, beside its
+  heatmap for the shortcut's class."""
   rows = []
   for name in ('train', 'test', 'test_attacked'):
-    if name not in found_masks:
-      continue
-    shown = np.flatnonzero(found_masks[name].any(axis=(1, 2, 3)))[:examples]
-    rows += [(name, int(i)) for i in shown]
+    if name in found_masks:
+      shown = np.flatnonzero(found_masks[name].any(axis=(1, 2, 3)))[:examples]
+      if len(shown):
+        rows.append((name, shown))
   if not rows:
     return ''
-  figure, axes = plt.subplots(len(rows), 2, figsize=(4.4, 2.2 * len(rows)), squeeze=False)
-  for row, (name, index) in enumerate(rows):
-    image = splits[name]['image'][index, ..., 0]
-    axes[row, 0].imshow(image, cmap='gray', vmin=0, vmax=255)
-    _outline(axes[row, 0], found_masks[name][index, ..., 0], FOUND_COLOUR)
-    if has_truth:
-      _outline(axes[row, 0], splits[name]['mask'][index, ..., 0], TRUE_COLOUR)
-    heatmap = _heatmap_of(per_class, name, index)
-    if heatmap is not None:
-      axes[row, 1].imshow(normalize(heatmap[None])[0], cmap='bwr', vmin=-1, vmax=1)
-    axes[row, 0].set_ylabel(f'{name} #{index}', fontsize=7)
+  figure, axes = plt.subplots(
+    len(rows), 2 * examples, figsize=(1.5 * 2 * examples, 1.7 * len(rows)), squeeze=False
+  )
+  for row, (name, shown) in enumerate(rows):
+    for k, index in enumerate(shown):
+      image_axis, map_axis = axes[row, 2 * k], axes[row, 2 * k + 1]
+      image_axis.imshow(splits[name]['image'][index, ..., 0], cmap='gray', vmin=0, vmax=255)
+      _outline(image_axis, found_masks[name][index, ..., 0], FOUND_COLOUR)
+      if has_truth:
+        _outline(image_axis, splits[name]['mask'][index, ..., 0], TRUE_COLOUR)
+      heatmap = _heatmap_of(per_class, name, index)
+      if heatmap is not None:
+        map_axis.imshow(normalize(heatmap[None])[0], cmap='bwr', vmin=-1, vmax=1)
+      image_axis.set_title(f'{name} #{index}', fontsize=6)
   for axis in axes.ravel():
     axis.set_xticks([])
     axis.set_yticks([])
-  legend = 'found (red) and true (green) outline' if has_truth else 'found outline (red)'
-  return _save(figure, path, f'{legend}; heatmap for the shortcut class')
+    if not axis.images:
+      axis.axis('off')
+  legend = 'found (red) and true (green) outlines' if has_truth else 'found outlines (red)'
+  return _save(figure, path, f'Images that show a found shortcut: {legend}, heatmap beside')
 
 
 def _heatmap_of(per_class, name, index):

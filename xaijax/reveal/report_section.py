@@ -63,6 +63,7 @@ def markdown(
     )
   lines.append('')
   if summary['shortcuts']:
+    lines += [f'Clusters taken as shortcuts (chosen by {summary["shortcuts_chosen_by"]}):', '']
     for shortcut in summary['shortcuts']:
       name = summary['classes'][[c['class'] for c in summary['classes']].index(shortcut['class'])]
       shown = ', '.join(f'{split} {n}' for split, n in shortcut['images_shown'].items())
@@ -71,7 +72,7 @@ def markdown(
         'images'
       )
   else:
-    lines.append('No cluster showed shortcut evidence: the found masks are empty.')
+    lines.append('No cluster was chosen as a shortcut: the found masks are empty.')
   lines.append('')
   truth = summary.get('ground_truth')
   if truth is None:

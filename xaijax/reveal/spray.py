@@ -98,8 +98,10 @@ def spray(
   eigenvectors: int = 32,
   max_clusters: int = 8,
   seed: int = 0,
+  num_clusters: int = 0,
 ) -> Clustering:
-  """Cluster samples by their explanation `features` [N, D]."""
+  """Cluster samples by their explanation `features` [N, D] into `num_clusters` clusters, or as
+  many as the eigengap says when it is 0."""
   features = np.asarray(features, np.float64)
   count = len(features)
   if count < 3:
@@ -109,6 +111,9 @@ def spray(
   laplacian = normalized_laplacian(knn_affinity(features, neighbours))
   values, vectors = smallest_eigenpairs(laplacian, eigenvectors, seed)
   k, gap = eigengap(values, max_clusters)
+  if num_clusters:
+    k = min(int(num_clusters), count - 1, len(values))
+    gap = float(values[k] - values[k - 1]) if k < len(values) else 0.0
   embedding = vectors[:, :k]
   embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
   if k == 1:

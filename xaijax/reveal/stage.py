@@ -22,7 +22,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from xaijax import evaluation
+from xaijax import case_config, evaluation
 from xaijax.data import overlays
 from xaijax.models import registry
 from xaijax.reveal import evidence, figures, localisation, relevance, spray
@@ -124,6 +124,7 @@ def reveal(
       int(settings.eigenvectors),
       int(settings.max_clusters),
       int(settings.seed),
+      int(settings.num_clusters),
     )
     item_cluster[members] = clustering.labels
     eigenmap[members] = clustering.eigenmap
@@ -160,12 +161,7 @@ def reveal(
       }
     )
   tick('clustering_and_evidence')
-  flagged = [
-    (entry['class'], cluster['cluster'])
-    for entry in classes
-    for cluster in entry['clusters']
-    if cluster['shortcut_evidence']
-  ]
+  flagged = _chosen_clusters(settings, classes)
   found_masks, shortcuts, per_class = _carry_to_splits(
     model, splits, settings, flagged, kept, found_items, sigma, progress
   )
@@ -181,6 +177,9 @@ def reveal(
     },
     'classes': classes,
     'shortcuts': shortcuts,
+    'shortcuts_chosen_by': 'a person (reveal.shortcut_clusters)'
+    if settings.shortcut_clusters
+    else 'evidence',
     'seconds': seconds,
   }
   if has_ground_truth:
@@ -218,6 +217,29 @@ def reveal(
   write_json(reveal_path, summary)  # last: its presence (with the masks) marks a finished reveal
   logging.info('reveal: %d cluster(s) with shortcut evidence, %s s', len(flagged), seconds)
   return summary
+
+
+def _chosen_clusters(settings, classes) -> list[tuple[int, int]]:
+  """The (class, cluster) pairs treated as shortcuts: a person's choice when
+  `reveal.shortcut_clusters` names one, else every cluster with shortcut evidence."""
+  choice = case_config.parse_cluster_choice(settings.shortcut_clusters)
+  if not choice:
+    return [
+      (entry['class'], cluster['cluster'])
+      for entry in classes
+      for cluster in entry['clusters']
+      if cluster['shortcut_evidence']
+    ]
+  known = {
+    (entry['class'], cluster['cluster']) for entry in classes for cluster in entry['clusters']
+  }
+  unknown = [pair for pair in choice if pair not in known]
+  if unknown:
+    raise ValueError(
+      f'reveal.shortcut_clusters names {unknown}, which the reveal did not find; '
+      f'its (class, cluster) pairs: {sorted(known)}'
+    )
+  return choice
 
 
 def _empty_class(label: int, class_names, images: int) -> dict:
