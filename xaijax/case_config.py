@@ -32,6 +32,7 @@ ARG_OPTIONS = {
   'class_scale': (float, 'data.class_scale'),
   'batch_size': (int, 'train.batch_size'),
   'gan_steps': (int, 'gan.steps'),
+  'region': (str, 'remedy.region'),
 }
 REMEDY_NAMES = ('none', 'blur', 'crop', 'black_stripe', 'telea', 'generative')
 REMEDY_REGIONS = ('strips', 'mask', 'found')
