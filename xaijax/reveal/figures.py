@@ -69,7 +69,8 @@ def embedding_figure(path: str, classes: list[dict], groups, found_items, item_c
     axis.set_title(entry['name'], fontsize=8)
     axis.set_xticks([])
     axis.set_yticks([])
-    axis.legend(fontsize=6, loc='best', markerscale=1.5)
+    if entry['num_clusters']:
+      axis.legend(fontsize=6, loc='best', markerscale=1.5)
   return _save(
     figure, path, 'Laplacian eigenmap (eigenvectors 2 and 3) of the items per class, by cluster'
   )
