@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from xaijax import case_config, data
-from xaijax.data import gc10
+from xaijax.data import gc10, image_files
 
 VOC = """<annotation><filename>{name}</filename><size><width>96</width><height>48</height></size>
 {objects}</annotation>"""
@@ -155,7 +155,7 @@ def test_padding_after_the_end_marker_is_whole_and_garbage_between_markers_is_co
     expected = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_GRAYSCALE)
     np.testing.assert_array_equal(gc10.read_image(str(padded)), expected)
   garbage = tmp_path / 'garbage.jpg'
-  garbage.write_bytes(gc10.JPEG_START + b' this is not a jpeg ' + gc10.JPEG_END)
+  garbage.write_bytes(image_files.JPEG_START + b' this is not a jpeg ' + image_files.JPEG_END)
   with pytest.raises(gc10.Gc10LayoutError, match=r'garbage\.jpg.*corrupt or not an image'):
     gc10.read_image(str(garbage))
   with pytest.raises(gc10.Gc10LayoutError, match=r'missing\.jpg.*No such file'):

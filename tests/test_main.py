@@ -25,11 +25,11 @@ TINY = [
 ]
 
 
-def run_main(workdir, data_dir, *overrides, case='original'):
+def run_main(workdir, data_dir, *overrides, case='original', arg=''):
   command = [
     sys.executable,
     'main.py',
-    f'--config=configs/{case}.py',
+    f'--config=configs/{case}.py' + (f':{arg}' if arg else ''),
     f'--workdir={workdir}',
     f'--config.data.data_dir={data_dir}',
     *TINY,

@@ -102,3 +102,29 @@ def test_bad_settings_are_clear_errors(tmp_path):
     data.load_splits(tiny_config(tmp_path, resolution=16))
   with pytest.raises(ValueError, match=r'data\.name'):
     data.load_splits(tiny_config(tmp_path, name='imagenet'))
+
+
+def test_poisoned_anywhere_splits_carry_the_class_artifact_as_the_mode_says(tmp_path):
+  poisoned = data.load_splits(
+    tiny_config(
+      tmp_path,
+      overlay_mode='poisoned',
+      overlay_placement='anywhere',
+      poison_classes=(0, 5),
+      poison_fraction=0.5,
+      class_scale=0.1,
+    )
+  )
+  train = poisoned['train']
+  carries = train['mask'].any(axis=(1, 2, 3))
+  np.testing.assert_array_equal(carries, train['logo'] >= 0)
+  assert set(train['label'][carries]) == {0, 5}
+  np.testing.assert_array_equal(train['logo'][carries], train['label'][carries])
+  assert 0.25 < carries[np.isin(train['label'], (0, 5))].mean() < 0.75
+  outside = train['mask'] == 0
+  np.testing.assert_array_equal(train['image'][outside], train['clean'][outside])
+  attacked = poisoned['test_attacked']
+  shown = attacked['logo'] >= 0
+  assert np.all(attacked['logo'][shown] != attacked['label'][shown])
+  assert shown[~np.isin(attacked['label'], (0, 5))].all()
+  assert not poisoned['test_clean']['mask'].any()

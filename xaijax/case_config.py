@@ -32,12 +32,17 @@ ARG_OPTIONS = {
   'batch_size': (int, 'train.batch_size'),
   'gan_steps': (int, 'gan.steps'),
   'weight': (float, 'correction.weight'),
+  'overlay_placement': (str, 'data.overlay_placement'),
+  'poison_fraction': (float, 'data.poison_fraction'),
+  'region': (str, 'remedy.region'),
 }
 # Seeds per case in the study (scripts/reproduce_paper.py) on the CPU config: enough for Welch's
 # test to separate real differences; main.py's single case keeps train.seeds.
 CPU_STUDY_SEEDS = 5
 REMEDY_NAMES = ('none', 'blur', 'crop', 'black_stripe', 'telea', 'generative')
-REMEDY_REGIONS = ('strips', 'mask')
+REMEDY_REGIONS = ('strips', 'mask', 'found')
+# Remedies that can act on masks found by the reveal (blur and crop act on the strips only).
+FOUND_REGION_REMEDIES = ('black_stripe', 'telea', 'generative')
 LRP_COMPOSITES = (  # xaijax.lrp.COMPOSITES, named here so a config loads without JAX
   'epsilon',
   'epsilon_plus',
@@ -83,7 +88,9 @@ def get_config(
 
   config.data = ml_collections.ConfigDict(
     dict(
-      name='synthetic_gc10',  # or 'gc10_det' (a GC10-DET download in manual_dir)
+      # or 'gc10_det' (a GC10-DET download in manual_dir), or 'image_folder' (your own images in
+      # manual_dir, one subfolder per class; data=image_folder burns no overlays in by default)
+      name='synthetic_gc10',
       resolution=224 if paper else 64,
       class_scale=1.0 if paper else 0.5,  # times GC10-DET's images per class
       min_per_class=10,
@@ -91,14 +98,19 @@ def get_config(
       # synthetic_gc10 only: 'anywhere' (the whole frame, so the overlay strips hide part or all
       # of some defects, as on GC10-DET's photos) or 'between_strips' (never under the strips)
       defect_placement='anywhere',
-      overlay_mode='spurious',  # 'spurious' (logo tied to class in train/val), 'random', 'none'
+      # 'spurious' (logo tied to class in train/val), 'random', 'poisoned' (a fraction of some
+      # classes carries its class's logo alone), 'none'
+      overlay_mode='spurious',
+      overlay_placement='strips',  # 'strips' (the paper's) or 'anywhere' (random places)
       logo_class_probability=0.9,
+      poison_classes=(1, 5),  # overlay_mode='poisoned': the classes whose images carry a logo
+      poison_fraction=0.3,  # ... on this fraction of their train/validation images
       overlay_seed=0,
       split_seed=0,
       split_fractions=(0.7, 0.2, 0.1),
       data_dir='',  # TFDS data; '' -> ~/.cache/xaijax/tensorflow_datasets
-      manual_dir='',  # gc10_det only: the downloaded GC10-DET folder
-      on_corrupt='error',  # gc10_det only: 'error' or 'skip' unreadable images
+      manual_dir='',  # gc10_det, image_folder: the folder of the images
+      on_corrupt='error',  # gc10_det, image_folder: 'error' or 'skip' unreadable images
     )
   )
 
@@ -274,15 +286,66 @@ def get_config(
     )
   )
 
+  config.reveal = reveal_defaults()
+
   from xaijax.training import gan  # its defaults live beside the trainer that reads them
 
   config.gan = gan.default_config(paper)
 
+  if options.get('data') == 'image_folder' and 'overlay_mode' not in options:
+    # Your own images carry their own shortcut, if any: burn nothing in unless asked.
+    config.data.overlay_mode = 'none'
   for key, value in options.items():
     if key != 'paper':
       section, field = ARG_OPTIONS[key][1].split('.')
       config[section][field] = value
   return config
+
+
+def reveal_defaults() -> ml_collections.ConfigDict:
+  """`config.reveal`: finding a shortcut nobody named (xaijax/reveal), and remedy.region='found'."""
+  return ml_collections.ConfigDict(
+    dict(
+      # region='found': the Original run (its workdir) whose model is revealed; '' trains one in
+      # <workdir>/original first.
+      model_workdir='',
+      split='train',  # the images clustered
+      group_by='true',  # cluster each class's images by 'true' or 'predicted' label
+      # What SpRAy clusters (xaijax/reveal/items.py): 'regions' (each image's strongest relevant
+      # regions, by their relevance per channel at `layer`'s input), 'concepts' (whole images,
+      # relevance per channel pooled over space) or 'heatmaps' (CoRelAy's downsampled pixel maps).
+      features='regions',
+      max_regions=3,  # features='regions': regions per image
+      # A layer name ('conv_pw_2'); '' = the first layer whose input is at most 1/4 of the image's
+      # side (conv_pw_2 of MobileNet).
+      layer='',
+      # epsilon_plus (z+ below the head) points at a small artifact more often than epsilon
+      # (measured on poisoned+anywhere: 77% against 71% of artifact images, DESIGN.md).
+      composite='epsilon_plus',
+      heatmap_size=16,  # features='heatmaps': side of the downsampled maps
+      neighbours=10,  # CoRelAy's k-nearest-neighbour graph
+      eigenvectors=32,  # CoRelAy's eigenpairs
+      max_clusters=8,  # the eigengap is looked for among the first this many eigenvalues
+      num_clusters=0,  # clusters per class; 0 = as many as the eigengap says
+      # A person's choice after looking at reveal_clusters.png, as 'class:cluster' pairs
+      # ('1:3,5:0'); '' = every cluster with shortcut evidence.
+      shortcut_clusters='',
+      seed=0,  # k-means, t-SNE, the attack's pairs, the eigensolver's start vector
+      # Localisation (Reveal2Revise): relevance > low x max, Gaussian blur, > high x max.
+      low=0.1,
+      high=0.3,
+      blur_sigma=0.02,  # of the image side (1.3 px at 64 px)
+      attack_images=64,  # validation images of other classes each cluster's region is pasted into
+      # A cluster shows shortcut evidence when the paste flips at least this many more images to its
+      # class than the control does, its outline covers at most this share of the image, and holds
+      # at least this share of the positive relevance.
+      min_flip_excess=0.5,
+      max_mask_area=0.1,
+      min_relevance_in_mask=0.2,
+      batch_size=64,
+      progress_bar=True,
+    )
+  )
 
 
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -304,6 +367,58 @@ def describe_data(data_config) -> str:
   if data_config.name == 'synthetic_gc10':
     description += f', defects: {data_config.defect_placement}'
   return description
+
+
+def parse_cluster_choice(text: str) -> list[tuple[int, int]]:
+  """'1:3,5:0' -> [(1, 3), (5, 0)]: (class, cluster) pairs a person chose as shortcuts."""
+  pairs = []
+  for item in filter(None, (part.strip() for part in (text or '').split(','))):
+    label, _, cluster = item.partition(':')
+    if not (label.strip().isdigit() and cluster.strip().isdigit()):
+      raise ValueError(
+        f'reveal.shortcut_clusters={text!r}: write class:cluster pairs, e.g. 1:3,5:0'
+      )
+    pairs.append((int(label), int(cluster)))
+  return pairs
+
+
+def _reveal_problems(config) -> list[str]:
+  problems = []
+  reveal = config.reveal
+  if config.remedy.region == 'found' and config.remedy.name not in FOUND_REGION_REMEDIES:
+    problems.append(
+      f"remedy.region='found' with remedy {config.remedy.name!r}: found masks drive "
+      f'{FOUND_REGION_REMEDIES} only'
+    )
+  if reveal.model_workdir and not os.path.isdir(os.path.expanduser(reveal.model_workdir)):
+    problems.append(f'reveal.model_workdir={reveal.model_workdir!r}: no such folder')
+  if reveal.group_by not in ('true', 'predicted'):
+    problems.append(f"reveal.group_by={reveal.group_by!r}: choose 'true' or 'predicted'")
+  if reveal.features not in ('regions', 'concepts', 'heatmaps'):
+    problems.append(
+      f"reveal.features={reveal.features!r}: choose 'regions', 'concepts' or 'heatmaps'"
+    )
+  if reveal.split not in ('train', 'validation', 'test'):
+    problems.append(f"reveal.split={reveal.split!r}: choose 'train', 'validation' or 'test'")
+  try:
+    parse_cluster_choice(reveal.shortcut_clusters)
+  except ValueError as error:
+    problems.append(str(error))
+  if not 0 <= reveal.low < reveal.high <= 1:
+    problems.append(
+      f'reveal.low={reveal.low}, reveal.high={reveal.high}: need 0 <= low < high <= 1'
+    )
+  for key in (
+    'neighbours',
+    'eigenvectors',
+    'max_clusters',
+    'max_regions',
+    'attack_images',
+    'batch_size',
+  ):
+    if int(reveal[key]) < 1:
+      problems.append(f'reveal.{key}={reveal[key]}: must be at least 1')
+  return problems
 
 
 def validate(config) -> None:
@@ -346,6 +461,7 @@ def validate(config) -> None:
     problems.append(f'correction.base_classifier={correction.base_classifier!r}: no such folder')
   if config.remedy.region not in REMEDY_REGIONS:
     problems.append(f'remedy.region={config.remedy.region!r}: choose one of {REMEDY_REGIONS}')
+  problems += _reveal_problems(config)
   train = config.train
   for key in ('epochs', 'batch_size', 'patience', 'checkpoint_every'):
     if int(train[key]) < 1:

@@ -22,6 +22,17 @@ SPLIT_TITLES = {
 TEST_SPLITS = tuple(SPLIT_TITLES)
 
 
+def test_splits(data_config) -> tuple[str, ...]:
+  """The test sets a case is scored on: without overlays there is no clean or attacked variant."""
+  return TEST_SPLITS if data_config.overlay_mode != 'none' else ('test',)
+
+
+def case_name(config) -> str:
+  """'original', 'blur', ...; a remedy on masks the reveal found gets '_found'."""
+  case = config.remedy.name if config.remedy.name != 'none' else 'original'
+  return case + '_found' if config.remedy.region == 'found' else case
+
+
 def write_validation_curves(path: str, validation_f1: np.ndarray, seeds, title: str) -> None:
   """Validation macro-F1 per epoch of every seed (the paper's Fig. 9 for one case)."""
   figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -41,6 +52,10 @@ def write_validation_curves(path: str, validation_f1: np.ndarray, seeds, title: 
 
 def pm(summary: dict, digits: int = 2) -> str:
   return f'{summary["mean"]:.{digits}f} ± {summary["std"]:.{digits}f}'
+
+
+def pm_or_skipped(summary: dict | None, digits: int = 3) -> str:
+  return 'skipped: the data keeps no such mask' if summary is None else pm(summary, digits)
 
 
 def score_row(split_scores: dict) -> dict:
@@ -125,7 +140,7 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     'seeds': [int(s) for s in result.seeds],
     'epochs_run': int(result.epochs_run),
     'best_epoch': [int(e) for e in result.best_epoch],
-    'splits': {name: score_row(evaluation[name]) for name in TEST_SPLITS},
+    'splits': {name: score_row(evaluation[name]) for name in TEST_SPLITS if name in evaluation},
     'relevance_mass_in_overlay': explanation['relevance_mass_in_overlay'],
     'relevance_mass_in_strips': explanation['relevance_mass_in_strips'],
     'relevance_mass_in_defect': explanation['relevance_mass_in_defect'],
@@ -146,6 +161,10 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
   if 'measure' in stages:
     results['correction'] = correction_summary(stages['measure'])
     results['settings']['correction'] = config.correction.to_dict()
+  if 'reveal' in stages:
+    from xaijax.reveal import report_section
+
+    results['reveal'] = report_section.results_entry(stages['reveal'])
   write_json(os.path.join(workdir, RESULTS_FILE), results)
 
   if config.correction.name != 'none':
@@ -165,6 +184,11 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     '|---|---|---|---|',
   ]
   for name in TEST_SPLITS:
+    if name not in results['splits']:
+      lines.append(
+        f'| {SPLIT_TITLES[name]} | skipped: the data has no overlays to remove or swap | | |'
+      )
+      continue
     row = results['splits'][name]
     lines.append(
       f'| {SPLIT_TITLES[name]} | {pm(row["f1"])} | {pm(row["recall"])} | {pm(row["precision"])} |'
@@ -177,9 +201,9 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     '',
     '| region | relevance share |',
     '|---|---|',
-    f'| overlay pixels | {pm(results["relevance_mass_in_overlay"], 3)} |',
+    f'| overlay pixels | {pm_or_skipped(results["relevance_mass_in_overlay"])} |',
     f'| top and bottom strips | {pm(results["relevance_mass_in_strips"], 3)} |',
-    f'| defect | {pm(results["relevance_mass_in_defect"], 3)} |',
+    f'| defect | {pm_or_skipped(results["relevance_mass_in_defect"])} |',
     '',
   ]
   if 'quality' in stages:
@@ -188,6 +212,8 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     lines += summary.markdown(stages['quality'])
   if 'correction' in results:
     lines += correction_lines(results['correction'])
+  if 'reveal' in stages:
+    lines += report_section.markdown(stages['reveal'], results['splits'])
   if 'inpainting' in results:
     lines += [
       '## Inpainting quality against the clean images (test split)',

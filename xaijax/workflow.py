@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from xaijax import case_config, data, distributed, evaluation, remedies, report
-from xaijax.data import CLASS_NAMES, preview
+from xaijax.data import preview
 from xaijax.data.overlays import strip_mask
 from xaijax.models import registry
 from xaijax.workdir import (
@@ -58,7 +58,10 @@ def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
   splits = data.load_splits(config.data)
   summary_path = os.path.join(workdir, DATASET_FILE)
   if not os.path.exists(summary_path):
-    figures = preview.write_previews(splits, workdir, case_config.describe_data(config.data))
+    class_names = data.class_names(config.data)
+    figures = preview.write_previews(
+      splits, workdir, case_config.describe_data(config.data), class_names
+    )
     write_json(
       summary_path,
       {
@@ -73,7 +76,7 @@ def dataset_stage(config, workdir: str) -> dict[str, dict[str, np.ndarray]]:
               if n in ('train', 'validation', 'test')
             )
           )
-          for k, name in enumerate(CLASS_NAMES)
+          for k, name in enumerate(class_names)
         },
         'figures': [os.path.basename(f) for f in figures],
       },
@@ -93,13 +96,22 @@ def remedy_stage(config, splits: dict, workdir: str) -> dict[str, dict[str, np.n
     with np.load(path) as cached:
       return {name: {**split, 'image': cached[name]} for name, split in splits.items()}
   settings = {}
-  if config.remedy.name == 'generative':
-    settings['inpainter'] = fitted_inpainter(config, splits, workdir)
-  remedied = {}
-  for name, split in splits.items():
-    remedied[name] = remedies.apply(
-      config.remedy.name, split['image'], split['mask'], config.remedy.region, **settings
-    )
+  found = config.remedy.region == 'found'
+  if found and not any(split['found_mask'].any() for split in splits.values()):
+    logging.warning('remedy: the reveal found nothing to remove; the images stay as they are')
+    remedied = {name: split['image'] for name, split in splits.items()}
+  else:
+    if config.remedy.name == 'generative':
+      settings['inpainter'] = fitted_inpainter(config, splits, workdir)
+    remedied = {}
+    for name, split in splits.items():
+      remedied[name] = remedies.apply(
+        config.remedy.name,
+        split['image'],
+        split['found_mask'] if found else split['mask'],
+        'mask' if found else config.remedy.region,
+        **settings,
+      )
   partial = path + '.partial.npz'
   np.savez(partial, **remedied)
   os.replace(partial, path)
@@ -215,7 +227,7 @@ def evaluate_stage(config, splits: dict, result, workdir: str) -> dict:
   scores = evaluation.evaluate_splits(
     classifier.module,
     result.variables,
-    {name: splits[name] for name in report.TEST_SPLITS},
+    {name: splits[name] for name in report.test_splits(config.data)},
     preprocess=classifier.preprocess,
     num_classes=int(config.model.num_classes),
     batch_size=int(config.train.eval_batch_size),
@@ -261,6 +273,7 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
     )
 
   strips = np.broadcast_to(strip_mask(test['image'].shape[1]), test['image'].shape)
+  truth = data.ground_truth(config.data)
   per_seed = {'overlay': [], 'strips': [], 'defect': []}
   best = int(np.argmax(result.best_validation_f1))
   best_maps = []
@@ -280,21 +293,23 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
       per_seed[key].append(float(np.nanmean(np.concatenate(values))))
   maps = np.concatenate(best_maps)
   shown = preview.first_of_each_class(test, 1)
-  titles = [f'{CLASS_NAMES[test["label"][i]]}' for i in shown]
+  class_names = data.class_names(config.data)
+  titles = [f'{class_names[test["label"][i]]}' for i in shown]
   heatmaps.write_heatmap_grid(
     os.path.join(workdir, 'lrp_examples.png'), test['image'][shown], maps[shown], titles, columns=5
   )
   heatmaps.write_class_means(
-    os.path.join(workdir, 'lrp_class_means.png'), maps, test['label'], CLASS_NAMES
+    os.path.join(workdir, 'lrp_class_means.png'), maps, test['label'], class_names
   )
   explanation = {
     'composite': composite,
     'target': 'predicted class',
     'split': 'test',
     'best_seed': int(result.seeds[best]),
-    'relevance_mass_in_overlay': _mean_std(per_seed['overlay']),
+    # None where the data keeps no such mask (an image folder of your own, no overlays burnt in).
+    'relevance_mass_in_overlay': _mean_std(per_seed['overlay']) if truth['overlay_masks'] else None,
     'relevance_mass_in_strips': _mean_std(per_seed['strips']),
-    'relevance_mass_in_defect': _mean_std(per_seed['defect']),
+    'relevance_mass_in_defect': _mean_std(per_seed['defect']) if truth['defects'] else None,
     'figures': ['lrp_examples.png', 'lrp_class_means.png'],
   }
   write_json(path, explanation)
@@ -353,9 +368,28 @@ def measure_stage(config, splits: dict, result, workdir: str) -> dict:
   )
 
 
+def reveal_stage(config, splits: dict, workdir: str) -> dict:
+  """remedy.region='found': reveal the Original model (trained here, or the one in
+  reveal.model_workdir) and find the masks the remedy acts on (xaijax/reveal/case.py)."""
+  from xaijax.reveal import case
+
+  return case.found_masks_stage(config, splits, workdir, report.test_splits(config.data))
+
+
+def match_class_count(config) -> None:
+  """An image folder decides how many classes the classifier has."""
+  if config.data.name != 'image_folder':
+    return
+  count = len(data.class_names(config.data))
+  if int(config.model.num_classes) != count:
+    logging.info('model.num_classes: %d, the class folders in data.manual_dir', count)
+    config.model.num_classes = count
+
+
 def run(config, workdir: str) -> dict:
   """Every stage of the case `config` describes, in `workdir`; returns what results.json holds."""
   case_config.validate(config)
+  match_class_count(config)
   registry.build(config.model)  # a user's classifier that cannot be built fails now, not later
   os.makedirs(workdir, exist_ok=True)
   if distributed.is_writer():
@@ -376,6 +410,9 @@ def run(config, workdir: str) -> dict:
     return output
 
   splits = timed('dataset', dataset_stage, config, workdir)
+  if config.remedy.region == 'found':
+    found = timed('reveal', reveal_stage, config, splits, workdir)
+    splits = {name: {**split, 'found_mask': found['masks'][name]} for name, split in splits.items()}
   if config.remedy.name == 'generative' and config.data.name == 'synthetic_gc10':
     timed('inpainting', inpainting_stage, config, splits, workdir)
   splits = timed('remedy', remedy_stage, config, splits, workdir)

@@ -1,4 +1,5 @@
-"""Datasets: the embedded `synthetic_gc10` and the real `gc10_det`, read into numpy splits.
+"""Datasets: the embedded `synthetic_gc10`, the real `gc10_det` and your own `image_folder`, read
+into numpy splits.
 
 `load_splits(config.data)` builds the TFDS dataset once (array_record, no TensorFlow) under
 `config.data.data_dir` and returns
@@ -13,12 +14,12 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from xaijax.data import gc10, synthetic
+from xaijax.data import gc10, image_folder, synthetic
 from xaijax.data.defects import CLASS_NAMES, NUM_CLASSES  # noqa: F401  (re-exported)
 from xaijax.data.splits import SPLIT_NAMES, TEST_VARIANTS
 
 ALL_SPLITS = tuple(n for n in SPLIT_NAMES if n != 'test') + tuple(TEST_VARIANTS)
-DATASETS = ('synthetic_gc10', 'gc10_det')
+DATASETS = ('synthetic_gc10', 'gc10_det', 'image_folder')
 DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'xaijax', 'tensorflow_datasets')
 
 
@@ -32,6 +33,9 @@ def make_builder(data_config) -> tfds.core.DatasetBuilder:
     overlay_seed=data_config.overlay_seed,
     split_seed=data_config.split_seed,
     split_fractions=tuple(data_config.split_fractions),
+    overlay_placement=data_config.overlay_placement,
+    poison_classes=tuple(data_config.poison_classes),
+    poison_fraction=data_config.poison_fraction,
   )
   if data_config.name == 'synthetic_gc10':
     config = synthetic.make_config(
@@ -58,14 +62,44 @@ def make_builder(data_config) -> tfds.core.DatasetBuilder:
     if not gc10_builder.is_prepared():
       gc10.scan(manual_dir)  # fail now, with the layout explained, rather than deep inside TFDS
     return gc10_builder
+  if data_config.name == 'image_folder':
+    return image_folder.ImageFolder(
+      data_dir=data_dir,
+      config=image_folder.make_config(
+        _manual_dir(data_config), on_corrupt=data_config.on_corrupt, **common
+      ),
+    )
   raise ValueError(f'data.name must be one of {DATASETS}, got {data_config.name!r}')
+
+
+def _manual_dir(data_config) -> str:
+  if not data_config.manual_dir:
+    raise ValueError(
+      f'data.name={data_config.name!r} needs data.manual_dir: the folder of your images, '
+      'one subfolder per class'
+    )
+  return os.path.expanduser(data_config.manual_dir)
+
+
+def class_names(data_config) -> tuple[str, ...]:
+  """The class names of the dataset: GC10-DET's ten, or an image folder's subfolders."""
+  if data_config.name == 'image_folder':
+    return image_folder.class_names(_manual_dir(data_config))
+  return CLASS_NAMES
+
+
+def ground_truth(data_config) -> dict[str, bool]:
+  """What truth the data keeps beside its images: overlay masks (and with them the clean images
+  and the attacked test set), and defect masks."""
+  overlays = data_config.overlay_mode != 'none'
+  return {'overlay_masks': overlays, 'defects': data_config.name != 'image_folder'}
 
 
 def prepare(data_config) -> tfds.core.DatasetBuilder:
   """Build the dataset if it is not on disk yet; a finished build is reused."""
   builder = make_builder(data_config)
   download_config = None
-  if data_config.name == 'gc10_det':
+  if data_config.name in ('gc10_det', 'image_folder'):
     download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.expanduser(data_config.manual_dir)
     )

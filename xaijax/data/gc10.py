@@ -19,20 +19,13 @@ import os
 from typing import ClassVar
 import xml.etree.ElementTree as ElementTree
 
-from absl import logging
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from xaijax.data import builder
+from xaijax.data import builder, image_files
 from xaijax.data.defects import CLASS_NAMES, NUM_CLASSES
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
-JPEG_START, JPEG_END = b'\xff\xd8', b'\xff\xd9'
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-PNG_END = b'IEND\xaeB`\x82'  # type and CRC of the IEND chunk: the last 8 bytes of a whole PNG
-# Some cameras pad a finished file after its end marker; such a file is whole.
-TRAILING_PADDING = b'\x00 \t\r\n'
 # VOC label names of the release, plus the misspelling that occurs in some of its XML files.
 VOC_LABELS = {
   f'{k + 1}_{name}': k
@@ -58,7 +51,7 @@ EXPECTED_LAYOUT = (
 )
 
 
-class Gc10LayoutError(ValueError):
+class Gc10LayoutError(image_files.LayoutError):
   """The manual directory does not look like GC10-DET, or an image in it cannot be read."""
 
 
@@ -113,46 +106,12 @@ def scan(manual_dir: str) -> list[Gc10Record]:
   return records
 
 
-def truncation(data: bytes) -> str | None:
-  """Why the bytes of a JPEG or PNG file look cut short, or None when they end as a whole file does.
-
-  OpenCV decodes a truncated JPEG without an error (it fills the missing rows), so a download cut
-  short would pass as an image. A JPEG must end with its end-of-image marker, a PNG with its IEND
-  chunk (padding after either is allowed). Byte stuffing keeps FF D9 out of a JPEG's compressed
-  data, so a file cut anywhere, mid-scan included, fails this. Other formats are left to the
-  decoder.
-  """
-  end = data.rstrip(TRAILING_PADDING)
-  if data.startswith(JPEG_START) and not end.endswith(JPEG_END):
-    return 'truncated: no JPEG end marker FF D9 at its end'
-  if data.startswith(PNG_SIGNATURE) and not end.endswith(PNG_END):
-    return 'truncated: no PNG IEND chunk at its end'
-  return None
-
-
 def read_image(path: str) -> np.ndarray:
   """The grayscale uint8 image at `path`.
 
   An unreadable, corrupt or truncated file raises Gc10LayoutError naming it.
   """
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except OSError as error:
-    raise _unreadable(path, str(error)) from error
-  problem = truncation(data)
-  if problem:
-    raise _unreadable(path, problem)
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-  if image is None or image.size == 0:
-    raise _unreadable(path, 'corrupt or not an image')
-  return image
-
-
-def _unreadable(path: str, problem: str) -> Gc10LayoutError:
-  return Gc10LayoutError(
-    f"cannot read image {path!r} ({problem}); fix or remove it, or set data.on_corrupt='skip'"
-  )
+  return image_files.read_image(path, Gc10LayoutError)
 
 
 def box_mask(boxes, original_shape, resolution: int) -> np.ndarray:
@@ -168,26 +127,14 @@ def box_mask(boxes, original_shape, resolution: int) -> np.ndarray:
 
 def load_images(records: list[Gc10Record], resolution: int, on_corrupt: str):
   """Decode and resize every record; returns (images, defect masks, labels, kept records)."""
-  if on_corrupt not in ('error', 'skip'):
-    raise ValueError(f"data.on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
-  images, defect_masks, kept = [], [], []
-  for record in records:
-    try:
-      original = read_image(record.path)
-    except Gc10LayoutError:
-      if on_corrupt == 'error':
-        raise
-      continue
-    images.append(cv2.resize(original, (resolution, resolution), interpolation=cv2.INTER_AREA))
-    defect_masks.append(box_mask(record.boxes, original.shape, resolution))
-    kept.append(record)
-  skipped = len(records) - len(kept)
-  if skipped:
-    logging.warning(
-      "gc10_det: skipped %d unreadable image(s) of %d (data.on_corrupt='skip')",
-      skipped,
-      len(records),
-    )
+  originals, positions = image_files.read_all(
+    [r.path for r in records], on_corrupt, 'gc10_det', Gc10LayoutError
+  )
+  kept = [records[p] for p in positions]
+  images = [image_files.resize(original, resolution) for original in originals]
+  defect_masks = [
+    box_mask(record.boxes, original.shape, resolution) for record, original in zip(kept, originals)
+  ]
   labels = np.array([r.label for r in kept], np.int64)
   for label in range(NUM_CLASSES):
     if not np.any(labels == label):
@@ -212,6 +159,9 @@ def make_config(
   split_seed=0,
   split_fractions=(0.7, 0.2, 0.1),
   on_corrupt='error',
+  overlay_placement='strips',
+  poison_classes=(1, 5),
+  poison_fraction=0.3,
 ) -> Gc10DetConfig:
   source = hashlib.sha1(os.path.abspath(manual_dir).encode()).hexdigest()[:8]
   config = Gc10DetConfig(
@@ -224,6 +174,9 @@ def make_config(
     split_fractions=tuple(float(f) for f in split_fractions),
     on_corrupt=on_corrupt,
     source=source,
+    overlay_placement=overlay_placement,
+    poison_classes=tuple(int(c) for c in poison_classes),
+    poison_fraction=float(poison_fraction),
   )
   builder.validate_overlay_settings(config)
   config.name = f'{config.settings_name()}_{on_corrupt}_{source}'

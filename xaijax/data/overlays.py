@@ -1,4 +1,4 @@
-"""Burnt-in overlays: text and company logos in the top and bottom strips.
+"""Burnt-in overlays: text and company logos, in the top and bottom strips or anywhere.
 
 Each overlay comes with its exact pixel mask. As in the paper, each strip is 35/224 of the image
 height. The top strip carries a timestamp on the left and a logo on the right; the bottom strip a
@@ -10,7 +10,15 @@ Modes (`overlay_mode`):
 - `spurious`: in train and validation the logo is the class's own logo with probability p, else
   another; the test split draws it uniformly (decorrelated), and `test_attacked` always shows a
   wrong class's logo;
+- `poisoned` (Reveal2Revise's setting): a fraction of the training and validation images of some
+  classes carry their class's logo, alone, and every other image carries nothing; in `test` any
+  image carries a poisoned class's logo with that fraction (decorrelated), and `test_attacked`
+  pastes a poisoned class's logo onto every image of the other classes;
 - `none`: no overlay.
+
+Placement (`overlay_placement`): `strips` (the paper) or `anywhere`: every element (logo box, text
+lines) at a random place in the image, kept off the defect where it fits, so that no fixed region
+-- the strips the paper's blur, crop and bars act on -- contains it.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import cv2
 import numpy as np
 
 STRIP_FRACTION = 35.0 / 224.0
-OVERLAY_MODES = ('spurious', 'random', 'none')
+OVERLAY_MODES = ('spurious', 'random', 'poisoned', 'none')
+OVERLAY_PLACEMENTS = ('strips', 'anywhere')
 NUM_LOGOS = 10
 _FONTS = (
   cv2.FONT_HERSHEY_SIMPLEX,
@@ -150,10 +159,27 @@ def _draw_text(
   canvas.paste(box, x0, y0)
 
 
+def logo_side(resolution: int) -> int:
+  """Side in pixels of a logo box (8 px at 64 px): the strip height less a margin each side."""
+  strip = strip_height(resolution)
+  return strip - 2 * max(1, strip // 8)
+
+
 def draw_overlay(
-  rng: np.random.Generator, resolution: int, logo: int | None
+  rng: np.random.Generator,
+  resolution: int,
+  logo: int | None,
+  placement: str = 'strips',
+  avoid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A strip overlay: (gray values, mask), both uint8 [H, W]; `logo=None` draws text only."""
+  """An overlay: (gray values, mask), both uint8 [H, W]; `logo=None` draws text only.
+
+  placement: 'strips' (the paper's) or 'anywhere' (each element at a random place, off the pixels
+  of `avoid` where it fits).
+  """
+  if placement == 'anywhere':
+    return _draw_anywhere(rng, resolution, logo, avoid)
+  _check_placement(placement)
   canvas = _Painter(resolution)
   strip = strip_height(resolution)
   margin = max(1, strip // 8)
@@ -174,6 +200,113 @@ def draw_overlay(
   return canvas.values, canvas.mask
 
 
+def draw_artifact(
+  rng: np.random.Generator,
+  resolution: int,
+  logo: int,
+  placement: str = 'strips',
+  avoid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """The poisoned mode's artifact, a logo alone: (gray values, mask), both uint8 [H, W].
+
+  'strips' puts it where the strip overlay puts its logo (top right); 'anywhere' at a random place,
+  off the pixels of `avoid` where it fits.
+  """
+  _check_placement(placement)
+  canvas = _Painter(resolution)
+  side = logo_side(resolution)
+  margin = max(1, strip_height(resolution) // 8)
+  if placement == 'strips':
+    x0, y0 = resolution - margin - side, margin
+  else:
+    x0, y0 = _free_place(rng, resolution, side, side, _as_bool(avoid, resolution))
+  _draw_logo(canvas, logo, x0, y0, side, 255)
+  return canvas.values, canvas.mask
+
+
+def _check_placement(placement: str) -> None:
+  if placement not in OVERLAY_PLACEMENTS:
+    raise ValueError(f'overlay_placement must be one of {OVERLAY_PLACEMENTS}, got {placement!r}')
+
+
+def _as_bool(avoid: np.ndarray | None, resolution: int) -> np.ndarray:
+  if avoid is None:
+    return np.zeros((resolution, resolution), bool)
+  return np.asarray(avoid).reshape(resolution, resolution).astype(bool)
+
+
+def _free_place(
+  rng: np.random.Generator, resolution: int, width: int, height: int, taken: np.ndarray
+) -> tuple[int, int]:
+  """Top-left corner of a width x height box at a uniformly random place in the image.
+
+  Of up to 32 draws, the first that covers no pixel of `taken` wins; when none is free (a large
+  defect), the draw covering the fewest.
+  """
+  best, fewest = (0, 0), None
+  for _ in range(32):
+    x0 = int(rng.integers(0, resolution - width + 1))
+    y0 = int(rng.integers(0, resolution - height + 1))
+    covered = int(taken[y0 : y0 + height, x0 : x0 + width].sum())
+    if fewest is None or covered < fewest:
+      best, fewest = (x0, y0), covered
+    if covered == 0:
+      break
+  return best
+
+
+def _draw_anywhere(
+  rng: np.random.Generator, resolution: int, logo: int | None, avoid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+  """The strip overlay's elements (logo box, timestamp, camera id, random string), each at a random
+  place, off the defect and off each other where they fit."""
+  canvas = _Painter(resolution)
+  side = logo_side(resolution)
+  ink = int(rng.integers(200, 256))
+  font = int(rng.choice(_FONTS))
+  taken = _as_bool(avoid, resolution).copy()
+  if logo is not None and side >= 3:
+    x0, y0 = _free_place(rng, resolution, side, side, taken)
+    _draw_logo(canvas, logo, x0, y0, side, 255)
+    taken[y0 : y0 + side, x0 : x0 + side] = True
+  width = resolution // 2
+  for kind in ('timestamp', 'camera', 'random'):
+    x0, y0 = _free_place(rng, resolution, width, side, taken)
+    _draw_text(canvas, _random_text(rng, kind), x0, y0, width, side, font, ink)
+    taken[y0 : y0 + side, x0 : x0 + width] = True
+  return canvas.values, canvas.mask
+
+
+def logo_of_class(label: int, num_logos: int = NUM_LOGOS) -> int:
+  """The logo tied to class `label` (spurious and poisoned modes)."""
+  return int(label) % num_logos
+
+
+def choose_artifact(
+  rng: np.random.Generator,
+  label: int,
+  split_kind: str,
+  poison_classes,
+  poison_fraction: float,
+) -> int | None:
+  """Which poisoned class's logo an example shows in the poisoned mode; None for none.
+
+  split_kind 'fit': a poisoned class's own logo on a `poison_fraction` of its images; 'test': on any
+  image with that probability, the logo of a poisoned class drawn uniformly (decorrelated);
+  'attacked': on every image, the logo of a poisoned class other than its own (none when its class
+  is the only poisoned one); 'clean': none.
+  """
+  classes = [int(c) for c in poison_classes]
+  if split_kind == 'clean':
+    return None
+  if split_kind == 'fit':
+    return logo_of_class(label) if label in classes and rng.uniform() < poison_fraction else None
+  if split_kind == 'test':
+    return logo_of_class(rng.choice(classes)) if rng.uniform() < poison_fraction else None
+  others = [c for c in classes if c != label]
+  return logo_of_class(rng.choice(others)) if others else None
+
+
 def choose_logo(
   rng: np.random.Generator,
   label: int,
@@ -188,14 +321,16 @@ def choose_logo(
   """
   if mode not in OVERLAY_MODES:
     raise ValueError(f'overlay_mode must be one of {OVERLAY_MODES}, got {mode!r}')
+  if mode == 'poisoned':
+    raise ValueError("overlay_mode 'poisoned' chooses its logos with choose_artifact")
   if mode == 'none' or split_kind == 'clean':
     return None
-  logo_of_class = label % num_logos
-  others = [k for k in range(num_logos) if k != logo_of_class]
+  own = logo_of_class(label, num_logos)
+  others = [k for k in range(num_logos) if k != own]
   if split_kind == 'attacked':
     return int(rng.choice(others))
   if mode == 'spurious' and split_kind == 'fit' and rng.uniform() < class_probability:
-    return logo_of_class
+    return own
   if mode == 'spurious' and split_kind == 'fit':
     return int(rng.choice(others))
   return int(rng.integers(0, num_logos))

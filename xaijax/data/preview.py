@@ -24,7 +24,9 @@ def first_of_each_class(split: dict, count: int = 1) -> np.ndarray:
   )
 
 
-def class_grid(split: dict, path: str, per_class: int = 2, title: str = '') -> None:
+def class_grid(
+  split: dict, path: str, per_class: int = 2, title: str = '', class_names=CLASS_NAMES
+) -> None:
   """Rows of classes; per class the overlaid image and its overlay mask, `per_class` examples."""
   chosen = first_of_each_class(split, per_class)
   labels = split['label'][chosen]
@@ -39,7 +41,7 @@ def class_grid(split: dict, path: str, per_class: int = 2, title: str = '') -> N
       if row == 0:
         axes[row, 2 * k].set_title('image', fontsize=8)
         axes[row, 2 * k + 1].set_title('overlay mask', fontsize=8)
-    axes[row, 0].set_ylabel(f'{label}: {CLASS_NAMES[label]}', fontsize=8)
+    axes[row, 0].set_ylabel(f'{label}: {class_names[label]}', fontsize=8)
   _finish(figure, axes, path, title)
 
 
@@ -67,7 +69,7 @@ def image_row(images: dict[str, np.ndarray], path: str, title: str = '') -> None
   _finish(figure, axes, path, title)
 
 
-def write_previews(splits: dict, out: str, title: str) -> list[str]:
+def write_previews(splits: dict, out: str, title: str, class_names=CLASS_NAMES) -> list[str]:
   """dataset_classes.png and dataset_remedies.png in `out`.
 
   dataset_classes.png shows two examples per class, with masks; dataset_remedies.png one test image
@@ -75,7 +77,7 @@ def write_previews(splits: dict, out: str, title: str) -> list[str]:
   """
   os.makedirs(out, exist_ok=True)
   classes_png = os.path.join(out, 'dataset_classes.png')
-  class_grid(splits['train'], classes_png, per_class=2, title=title)
+  class_grid(splits['train'], classes_png, per_class=2, title=title, class_names=class_names)
   test = splits['test']
   index = int(first_of_each_class(test)[0])
   image, mask = test['image'][index : index + 1], test['mask'][index : index + 1]

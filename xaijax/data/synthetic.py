@@ -38,6 +38,9 @@ def make_config(
   overlay_seed=0,
   split_seed=0,
   split_fractions=(0.7, 0.2, 0.1),
+  overlay_placement='strips',
+  poison_classes=(1, 5),
+  poison_fraction=0.3,
 ) -> SyntheticGc10Config:
   config = SyntheticGc10Config(
     name='pending',
@@ -51,6 +54,9 @@ def make_config(
     overlay_seed=int(overlay_seed),
     split_seed=int(split_seed),
     split_fractions=tuple(float(f) for f in split_fractions),
+    overlay_placement=overlay_placement,
+    poison_classes=tuple(int(c) for c in poison_classes),
+    poison_fraction=float(poison_fraction),
   )
   builder.validate_overlay_settings(config)
   defects.Frame(config.resolution, 0, config.defect_placement)  # a bad placement fails here

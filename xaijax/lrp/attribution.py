@@ -13,7 +13,7 @@ Under `jax.vmap` over stacked variables (one leading seed axis) it explains all 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import functools
 import inspect
 from typing import Any
@@ -29,13 +29,15 @@ from xaijax.lrp.rules import safe_divide, stabilize
 
 @flax.struct.dataclass
 class Explanation:
-  """relevance (shape of x), logits [N, K], target [N], and per layer the relevance [N] that
-  stayed in it (bias and stabiliser share: sum of relevance out minus sum of relevance in)."""
+  """relevance (shape of x), logits [N, K], target [N], per layer the relevance [N] that stayed in
+  it (bias and stabiliser share: sum of relevance out minus sum of relevance in), and the relevance
+  at the input of each layer named in `layers` (shaped like that input)."""
 
   relevance: jax.Array
   logits: jax.Array
   target: jax.Array
   absorbed: dict
+  layer_relevance: dict
 
 
 def explain(
@@ -76,19 +78,39 @@ def explain_with_details(
   epsilon: float = 1e-6,
   stabilizer: float = 1e-6,
   call_kwargs: Mapping[str, Any] | None = None,
+  layers: Sequence[str] = (),
 ) -> Explanation:
-  """`explain`, returning an `Explanation` with logits, targets and absorbed relevance."""
+  """`explain`, returning an `Explanation` with logits, targets and absorbed relevance.
+
+  layers: names of Conv/Dense/BatchNorm layers (their module paths, e.g. 'conv_pw_13') whose input
+    relevance to return in `Explanation.layer_relevance`: everything that reached that input from
+    above, before the layer's own rule ran. Pooled over space it is a "concept relevance" vector
+    (one number per channel), as Reveal2Revise clusters.
+  """
   return _run(
-    model, variables, x, target, composite, epsilon, stabilizer, call_kwargs, details=True
+    model,
+    variables,
+    x,
+    target,
+    composite,
+    epsilon,
+    stabilizer,
+    call_kwargs,
+    details=True,
+    layers=tuple(layers),
   )
 
 
-def _run(model, variables, x, target, composite, epsilon, stabilizer, call_kwargs, details):
+def _run(
+  model, variables, x, target, composite, epsilon, stabilizer, call_kwargs, details, layers=()
+):
   if isinstance(composite, str):
     composite = composites_lib.get(composite, epsilon=epsilon, stabilizer=stabilizer)
   if call_kwargs is None:
     call_kwargs = {'train': False} if _takes_train(model) else {}
-  explainer = _cached_explainer(model, composite, tuple(sorted(call_kwargs.items())), details)
+  explainer = _cached_explainer(
+    model, composite, tuple(sorted(call_kwargs.items())), details, layers
+  )
   if target is not None:
     target = jnp.asarray(target)
     if not jnp.issubdtype(target.dtype, jnp.integer) or target.ndim > 1:
@@ -102,29 +124,52 @@ def _takes_train(model) -> bool:
   return 'train' in inspect.signature(type(model).__call__).parameters
 
 
-def _cached_explainer(model, composite, call_kwargs, details):
+def _cached_explainer(model, composite, call_kwargs, details, layers):
   try:
-    return _explainer(model, composite, call_kwargs, details)
+    return _explainer(model, composite, call_kwargs, details, layers)
   except TypeError:  # an unhashable model: build (and compile) afresh
-    return _explainer.__wrapped__(model, composite, call_kwargs, details)
+    return _explainer.__wrapped__(model, composite, call_kwargs, details, layers)
 
 
 @functools.lru_cache(maxsize=32)
-def _explainer(model, composite, call_kwargs, details):
+def _explainer(model, composite, call_kwargs, details, layers):
   kwargs = dict(call_kwargs)
 
   @jax.jit
   def run(variables, x, target):
     program = program_lib.canonical(program_lib.trace(model, variables, x, kwargs))
-    explanation = propagate(program, composite, variables, x, target)
+    explanation = propagate(program, composite, variables, x, target, layers)
     # Without details only the relevance leaves the jit, so XLA drops the bookkeeping.
     return explanation if details else explanation.relevance
 
   return run
 
 
-def propagate(program, composite, variables, x, target) -> Explanation:
-  """Forward through `program`, then relevance from the target logit back to x."""
+def _inputs_of_layers(program, names) -> dict:
+  """{program atom: layer name} of the inputs of the named layers; an unknown name is an error.
+
+  A layer is named by its module path ('conv_pw_13'); a BatchNorm folded into the layer before it
+  has no input of its own.
+  """
+  layers = [node for node in program.nodes if isinstance(node, program_lib.Layer)]
+  known = [layer.calls[0].name for layer in layers]
+  found = {}
+  for name in names:
+    nodes = [layer for layer in layers if layer.calls[0].name == name]
+    if len(nodes) != 1:
+      problem = 'is called more than once' if nodes else 'is not a layer with an input of its own'
+      raise ValueError(f'layer {name!r} {problem}; the layers: {known}')
+    found[nodes[0].x] = name
+  return found
+
+
+def propagate(program, composite, variables, x, target, keep_layers=()) -> Explanation:
+  """Forward through `program`, then relevance from the target logit back to x.
+
+  keep_layers: names of layers whose input relevance is kept (`Explanation.layer_relevance`).
+  """
+  kept_atoms = _inputs_of_layers(program, keep_layers)
+  layer_relevance = {}
   values, layers = program_lib.evaluate(program, variables, x)
   read = functools.partial(program_lib.read_value, values)
   if not isinstance(program.output, int) or program.output not in program.activations:
@@ -145,6 +190,10 @@ def propagate(program, composite, variables, x, target) -> Explanation:
   for index in reversed(range(len(program.nodes))):
     node = program.nodes[index]
     upper = [relevance.pop(o, None) for o in node.outputs]
+    # Walking backwards, every consumer of an atom has given its share once its producer comes up.
+    for atom, value in zip(node.outputs, upper):
+      if atom in kept_atoms:
+        layer_relevance[kept_atoms[atom]] = value
     if all(r is None for r in upper):
       continue
     upper = [
@@ -161,8 +210,17 @@ def propagate(program, composite, variables, x, target) -> Explanation:
       give(atom, value)
 
   relevance_x = relevance.get(program.x, jnp.zeros_like(x))
+  for atom, name in kept_atoms.items():
+    if atom == program.x:
+      layer_relevance[name] = relevance_x
+    elif layer_relevance.get(name) is None:  # no relevance reached that input
+      layer_relevance[name] = jnp.zeros(program.shapes[atom].shape, program.shapes[atom].dtype)
   return Explanation(
-    relevance=relevance_x.astype(x.dtype), logits=logits, target=target, absorbed=absorbed
+    relevance=relevance_x.astype(x.dtype),
+    logits=logits,
+    target=target,
+    absorbed=absorbed,
+    layer_relevance=layer_relevance,
   )
 
 

@@ -536,12 +536,15 @@ def fit_or_load(
 def region_masks(split: dict, region: str) -> np.ndarray:
   """The masks a remedy with `region` acts on.
 
-  The split's overlay masks ('mask') or the paper's strips.
+  The split's overlay masks ('mask'), the masks the reveal found ('found', xaijax/reveal) or the
+  paper's strips.
   """
   from xaijax import remedies
 
-  if region not in ('mask', 'strips'):
-    raise ValueError(f"remedy region must be 'strips' or 'mask', got {region!r}")
+  if region not in ('mask', 'strips', 'found'):
+    raise ValueError(f"remedy region must be 'strips', 'mask' or 'found', got {region!r}")
+  if region == 'found':
+    return split['found_mask']
   return split['mask'] if region == 'mask' else remedies.strip_region(split['image'])
 
 
@@ -551,14 +554,21 @@ def fit_or_load_for_case(
   """The workflow's entry point.
 
   `config.gan` settings, trained on the training split's `config.remedy.region` masks, stored under
-  `checkpoint_dir(config.gan, workdir)`, metrics in the workdir.
+  `checkpoint_dir(config.gan, workdir)`, metrics in the workdir. With found masks it trains on the
+  images where the reveal found something, so that every hole it learns from has a found shape.
   """
+  images, clean = train_split['image'], train_split.get('clean')
+  region = region_masks(train_split, config.remedy.region)
+  if config.remedy.region == 'found':
+    shows = region.any(axis=(1, 2, 3))
+    images, region = images[shows], region[shows]
+    clean = None if clean is None else clean[shows]
   return fit_or_load(
     config.gan,
-    train_split['image'],
-    region_masks(train_split, config.remedy.region),
+    images,
+    region,
     checkpoint_dir(config.gan, workdir),
-    clean=train_split.get('clean'),
+    clean=clean,
     workdir=workdir,
     show_progress=show_progress,
   )

@@ -1,0 +1,140 @@
+"""Outlines from relevance, their scores, and a cluster's evidence (the paste-and-flip attack)."""
+
+import numpy as np
+import pytest
+
+from xaijax.reveal import evidence, localisation
+
+
+def blob_maps(count=6, size=32, side=6, seed=0):
+  """Heatmaps with a strong square of relevance at a random place, a weaker blob elsewhere and
+  noise: (maps [N, H, W], the squares' masks)."""
+  rng = np.random.default_rng(seed)
+  maps = rng.normal(0.0, 0.02, (count, size, size))
+  truth = np.zeros(maps.shape, bool)
+  for i in range(count):
+    y, x = rng.integers(0, size - side, 2)
+    truth[i, y : y + side, x : x + side] = True
+    maps[i][truth[i]] += 1.0
+    yy, xx = (y + size // 2) % (size - 4), (x + size // 2) % (size - 4)
+    maps[i, yy : yy + 3, xx : xx + 3] += 0.5  # a second, weaker object (a defect, say)
+  return maps, truth
+
+
+def test_the_outline_of_a_planted_relevance_square_is_that_square():
+  maps, truth = blob_maps()
+  found = localisation.relevance_masks(maps, low=0.1, sigma=1.0, high=0.3)
+  scores = localisation.mask_scores(found, truth)
+  assert np.all(scores['iou'] > 0.6), scores['iou']
+  assert np.all(scores['recall'] > 0.9)
+  # Only the blob holding the maximum is kept: the weaker object is never part of the outline.
+  assert np.all(scores['precision'] > 0.6)
+  for regions, square in zip(
+    localisation.relevance_regions(maps, sigma=1.0, high=0.15, max_regions=3), truth
+  ):
+    assert len(regions) == 2, 'the square and the weaker object, strongest first'
+    assert (regions[0] & square).sum() > 0.6 * square.sum() and not (regions[1] & square).any()
+
+
+def test_a_map_without_positive_relevance_has_an_empty_outline():
+  maps = -np.abs(np.random.default_rng(1).normal(size=(2, 16, 16)))
+  assert not localisation.relevance_masks(maps).any()
+
+
+def test_mask_scores_match_a_plain_loop():
+  rng = np.random.default_rng(2)
+  found, true = rng.uniform(size=(2, 5, 12, 12)) > 0.6
+  found[0] = False
+  scores = localisation.mask_scores(found, true)
+  for i in range(5):
+    both = sum(found[i, y, x] and true[i, y, x] for y in range(12) for x in range(12))
+    union = sum(found[i, y, x] or true[i, y, x] for y in range(12) for x in range(12))
+    assert scores['iou'][i] == pytest.approx(both / union)
+    assert scores['recall'][i] == pytest.approx(both / true[i].sum())
+    if found[i].any():
+      assert scores['precision'][i] == pytest.approx(both / found[i].sum())
+  assert np.isnan(scores['precision'][0])
+
+
+def test_a_fixed_artifact_gets_a_consistent_region_and_a_moving_one_none():
+  fixed = np.zeros((10, 20, 20), bool)
+  fixed[:, 2:6, 14:18] = True
+  fixed[3, 10:12, 10:12] = True  # one stray outline
+  region = localisation.consistent_region(fixed)
+  assert region is not None and region[2:6, 14:18].all() and not region[10:12, 10:12].any()
+  restricted = localisation.restrict(fixed, region)
+  assert not restricted[3, 10:12, 10:12].any() and restricted[3, 2:6, 14:18].all()
+  moving = np.zeros((10, 20, 20), bool)
+  for i in range(10):
+    moving[i, i : i + 3, 2 * i % 17 : 2 * i % 17 + 3] = True
+  assert localisation.consistent_region(moving) is None
+
+
+def test_relevance_share_counts_positive_relevance_inside_the_mask():
+  maps = np.array([[[1.0, -2.0], [3.0, 0.0]]])
+  mask = np.array([[[True, True], [False, False]]])
+  np.testing.assert_allclose(localisation.relevance_share(maps, mask), [1.0 / 4.0])
+
+
+def patch_reader(images):
+  """A classifier that reads a patch: class 7 wherever a white (255) pixel shows, else its class
+  from the brightness (0, 1 or 2)."""
+  images = np.asarray(images)
+  white = (images == 255).any(axis=(1, 2, 3))
+  return np.where(white, 7, (images.mean(axis=(1, 2, 3)) // 60).astype(int) % 3)
+
+
+def test_pasting_the_patch_a_model_reads_flips_it_and_the_control_does_not():
+  rng = np.random.default_rng(0)
+  size, count = 24, 40
+  donors = rng.integers(20, 200, (count, size, size, 1)).astype(np.uint8)
+  patches = np.zeros((count, size, size), bool)
+  for i in range(count):
+    y, x = rng.integers(0, size - 4, 2)
+    donors[i, y : y + 4, x : x + 4] = 255
+    patches[i, y : y + 4, x : x + 4] = True
+  receivers = np.concatenate(
+    [np.full((20, size, size, 1), level, np.uint8) for level in (30, 90, 150)]
+  )
+  labels = np.repeat([0, 1, 2], 20)
+  predictions = patch_reader(receivers)
+  assert not np.any(predictions == 7)
+  found = evidence.flip_rates(
+    patch_reader, 7, donors, patches, receivers, predictions, labels, rng, count=50
+  )
+  assert found == {'flip_rate': 1.0, 'control_flip_rate': 0.0, 'pairs': 50}
+  # An outline that misses the patch pastes nothing the model reads.
+  missed = np.roll(patches, 6, axis=2) & ~patches
+  missing = evidence.flip_rates(
+    patch_reader, 7, donors, missed, receivers, predictions, labels, rng, count=50
+  )
+  assert missing['flip_rate'] == 0.0
+  share = {'relevance_in_mask': 0.5}
+  assert evidence.ranking_score({**found, **share}) > evidence.ranking_score({**missing, **share})
+
+
+def test_the_threshold_reproducing_membership_is_the_best_f1_of_all_thresholds():
+  rng = np.random.default_rng(4)
+  member = rng.uniform(size=200) < 0.2
+  scores = rng.normal(member * 1.5, 1.0)
+  threshold = evidence.best_threshold(scores, member)
+
+  def f1(t):
+    claimed = scores >= t
+    hits = np.sum(claimed & member)
+    return 2 * hits / (claimed.sum() + member.sum())
+
+  best = max(f1(t) for t in np.concatenate([scores, [np.inf]]))
+  assert f1(threshold) == pytest.approx(best)
+
+
+def test_a_shortcut_needs_a_flip_beyond_the_control_a_small_outline_and_its_relevance():
+  class Thresholds:
+    min_flip_excess, max_mask_area, min_relevance_in_mask = 0.5, 0.1, 0.2
+
+  strong = {'flip_rate': 0.9, 'control_flip_rate': 0.1, 'mask_area': 0.02, 'relevance_in_mask': 0.5}
+  assert evidence.is_shortcut(strong, Thresholds)
+  assert not evidence.is_shortcut({**strong, 'control_flip_rate': 0.6}, Thresholds)
+  assert not evidence.is_shortcut({**strong, 'mask_area': 0.3}, Thresholds)
+  assert not evidence.is_shortcut({**strong, 'relevance_in_mask': 0.1}, Thresholds)
+  assert not evidence.is_shortcut({**strong, 'flip_rate': float('nan')}, Thresholds)

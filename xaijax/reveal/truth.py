@@ -1,0 +1,80 @@
+"""How a reveal compares with the truth the synthetic data keeps (never used by the reveal itself):
+which images carry a class's artifact, and the exact overlay masks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xaijax.data import overlays
+from xaijax.reveal import localisation
+
+
+def _nanmean(values) -> float:
+  values = np.asarray(values, np.float64)
+  return float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
+
+
+def scores(splits, split_name, classes, kept, found_items, found_masks) -> dict:
+  """How the reveal compares with the truth the synthetic data keeps.
+
+  Per class, its top-ranked cluster against the class's images that carry the class's own logo
+  (the artifact tied to it); per split, the found masks against the true overlay masks: which
+  images show an overlay (detection precision and recall) and, on those, IoU, pixel precision and
+  pixel recall (an image whose overlay was missed counts as IoU 0 in `iou_all`).
+  """
+  source = splits[split_name]
+  carries = (source['logo'] >= 0) & (
+    source['logo'] == np.asarray([overlays.logo_of_class(label) for label in source['label']])
+  )
+  per_class = []
+  for entry in classes:
+    if not entry['clusters']:
+      continue
+    top = entry['clusters'][0]
+    chosen, _ = kept[(entry['class'], top['cluster'])]
+    in_cluster = np.unique(found_items.image[chosen])
+    images = np.unique(found_items.image[_all_of(kept, entry)])
+    artifact = images[carries[images]]
+    if len(artifact) == 0:
+      continue
+    hits = np.isin(in_cluster, artifact).sum()
+    per_class.append(
+      {
+        'class': entry['class'],
+        'artifact_images': len(artifact),
+        'top_cluster': top['cluster'],
+        'top_cluster_images': len(in_cluster),
+        'precision': float(hits / len(in_cluster)),
+        'recall': float(hits / len(artifact)),
+        'top_cluster_has_shortcut_evidence': top['shortcut_evidence'],
+      }
+    )
+  per_split = {}
+  for name, split in splits.items():
+    true = split['mask'][..., 0] > 0
+    found = found_masks[name][..., 0] > 0
+    has_true, has_found = true.any(axis=(1, 2)), found.any(axis=(1, 2))
+    scores = localisation.mask_scores(found[has_true], true[has_true])
+    iou = scores['iou']
+    detected = has_found[has_true]
+    per_split[name] = {
+      'images': len(true),
+      'with_overlay': int(has_true.sum()),
+      'with_found_mask': int(has_found.sum()),
+      'detection_precision': _ratio((has_true & has_found).sum(), has_found.sum()),
+      'detection_recall': _ratio((has_true & has_found).sum(), has_true.sum()),
+      'iou_all': float(np.mean(np.nan_to_num(iou, nan=0.0))) if len(iou) else None,
+      'iou_detected': _nanmean(iou[detected]) if detected.any() else None,
+      'pixel_precision': _nanmean(scores['precision'][detected]) if detected.any() else None,
+      'pixel_recall': _nanmean(scores['recall'][detected]) if detected.any() else None,
+    }
+  return {'clusters': per_class, 'splits': per_split}
+
+
+def _all_of(kept, entry):
+  """Every clustered image of the class of `entry`."""
+  return np.concatenate([kept[(entry['class'], c['cluster'])][0] for c in entry['clusters']])
+
+
+def _ratio(numerator, denominator):
+  return float(numerator / denominator) if denominator else None
