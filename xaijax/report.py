@@ -28,7 +28,9 @@ def test_splits(data_config) -> tuple[str, ...]:
 
 
 def case_name(config) -> str:
-  """'original', 'blur', ...; a remedy on masks the reveal found gets '_found'."""
+  """'original', 'blur', ..., 'rrr', ...; a case on masks the reveal found gets '_found'."""
+  if config.correction.name != 'none':
+    return config.correction.name
   case = config.remedy.name if config.remedy.name != 'none' else 'original'
   return case + '_found' if config.remedy.region == 'found' else case
 
@@ -76,12 +78,6 @@ def mean_std(values) -> dict:
     'std': float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
     'per_seed': [float(v) for v in values],
   }
-
-
-def case_name(config) -> str:
-  if config.correction.name != 'none':
-    return config.correction.name
-  return config.remedy.name if config.remedy.name != 'none' else 'original'
 
 
 def correction_summary(measures: dict) -> dict:
