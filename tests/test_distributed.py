@@ -30,12 +30,17 @@ CASE = [
 ]
 # main.py, ended by an exception after epoch 3 as a kill would end it.
 KILLED_AFTER_EPOCH_3 = """
-import functools, runpy, sys
+import runpy, sys
 from xaijax.training import classifier
-def kill(epoch, records):
-  if epoch == 3:
-    raise KeyboardInterrupt('killed after epoch 3')
-classifier.train_classifier = functools.partial(classifier.train_classifier, on_epoch_end=kill)
+train_classifier = classifier.train_classifier
+def killed_after_epoch_3(*args, on_epoch_end=None, **kwargs):
+  def end_of_epoch(epoch, records):
+    if on_epoch_end is not None:
+      on_epoch_end(epoch, records)
+    if epoch == 3:
+      raise KeyboardInterrupt('killed after epoch 3')
+  return train_classifier(*args, on_epoch_end=end_of_epoch, **kwargs)
+classifier.train_classifier = killed_after_epoch_3
 sys.argv = ['main.py', *sys.argv[1:]]
 runpy.run_path('main.py', run_name='__main__')
 """
