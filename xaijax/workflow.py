@@ -368,6 +368,29 @@ def measure_stage(config, splits: dict, result, workdir: str) -> dict:
   )
 
 
+def why_no_measures(config, splits: dict, result) -> str | None:
+  """Why a case without a correction cannot carry the corrections' reference measures (None: it
+  can): they need the overlays' ground truth and the concept layer `correction.layer`."""
+  if config.correction.name != 'none':
+    return None
+  if not data.ground_truth(config.data)['overlay_masks']:
+    return 'the data has no overlay masks'
+  from xaijax.corrections import activations
+
+  classifier = registry.build(config.model)
+  one_seed = jax.tree.map(lambda leaf: leaf[0], result.variables)
+  try:
+    activations.feature_shape(
+      classifier.module,
+      one_seed,
+      classifier.preprocess(splits['validation']['image'][:1]),
+      config.correction.layer,
+    )
+  except ValueError as error:
+    return str(error)
+  return None
+
+
 def reveal_stage(config, splits: dict, workdir: str) -> dict:
   """remedy.region='found': reveal the Original model (trained here, or the one in
   reveal.model_workdir) and find the masks the remedy acts on (xaijax/reveal/case.py)."""
@@ -426,7 +449,11 @@ def run(config, workdir: str) -> dict:
   if config.quality.enabled:
     timed('quality', quality_stage, config, splits, result, workdir)
   if config.remedy.name == 'none':
-    timed('measure', measure_stage, config, splits, result, workdir)
+    skip = why_no_measures(config, splits, result)
+    if skip is None:
+      timed('measure', measure_stage, config, splits, result, workdir)
+    else:
+      logging.info('no TCAV / swapped-overlay measures: %s', skip)
   with distributed.writer_first('report'):
     if distributed.is_writer():
       results = report.write_case_report(config, workdir, result, stages, timings.seconds)

@@ -25,7 +25,7 @@ DEFAULT_DATA_DIR = os.path.join('~', '.cache', 'xaijax', 'tensorflow_datasets')
 
 def make_builder(data_config) -> tfds.core.DatasetBuilder:
   """The TFDS builder the data config describes (nothing is generated yet)."""
-  data_dir = os.path.expanduser(data_config.get('data_dir') or DEFAULT_DATA_DIR)
+  data_dir = os.path.expanduser(data_config.data_dir or DEFAULT_DATA_DIR)
   common = dict(
     resolution=data_config.resolution,
     overlay_mode=data_config.overlay_mode,
@@ -47,17 +47,10 @@ def make_builder(data_config) -> tfds.core.DatasetBuilder:
     )
     return synthetic.make_builder(config, data_dir)
   if data_config.name == 'gc10_det':
-    if not data_config.get('manual_dir'):
-      raise ValueError(
-        "data.name='gc10_det' needs data.manual_dir: the folder of the GC10-DET download "
-        "(holding '1' ... '10' and 'lable')"
-      )
-    manual_dir = os.path.expanduser(data_config.manual_dir)
+    manual_dir = _manual_dir(data_config)
     # The config's identity hashes the folder's path, never its contents, so a built dataset is
     # found again after the folder was moved or deleted.
-    config = gc10.make_config(
-      manual_dir, on_corrupt=data_config.get('on_corrupt', 'error'), **common
-    )
+    config = gc10.make_config(manual_dir, on_corrupt=data_config.on_corrupt, **common)
     gc10_builder = gc10.Gc10Det(data_dir=data_dir, config=config)
     if not gc10_builder.is_prepared():
       gc10.scan(manual_dir)  # fail now, with the layout explained, rather than deep inside TFDS
@@ -74,10 +67,11 @@ def make_builder(data_config) -> tfds.core.DatasetBuilder:
 
 def _manual_dir(data_config) -> str:
   if not data_config.manual_dir:
-    raise ValueError(
-      f'data.name={data_config.name!r} needs data.manual_dir: the folder of your images, '
-      'one subfolder per class'
-    )
+    what = {
+      'gc10_det': "the folder of the GC10-DET download (holding '1' ... '10' and 'lable')",
+      'image_folder': 'the folder of your images, one subfolder per class',
+    }[data_config.name]
+    raise ValueError(f'data.name={data_config.name!r} needs data.manual_dir: {what}')
   return os.path.expanduser(data_config.manual_dir)
 
 
