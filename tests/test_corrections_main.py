@@ -37,6 +37,7 @@ def runs(tmp_path_factory):
     f'--config.model.name={tmp / "small_net.py"}:SmallNet',
     '--config.correction.layer=head',
     '--config.correction.head=head',
+    '--config.quality.enabled=False',  # test_main covers it
   ]
   tuned = run_main(
     tmp / 'rrclarc', tmp / 'tfds', *model, '--config.correction.epochs=2', case='rrclarc'

@@ -27,6 +27,7 @@ CASE = [
   '--config.train.seeds=2',
   '--config.train.batch_size=8',
   '--config.train.progress_bar=False',
+  '--config.quality.enabled=False',  # one process's stage; test_main covers it
 ]
 # main.py, ended by an exception after epoch 3 as a kill would end it.
 KILLED_AFTER_EPOCH_3 = """

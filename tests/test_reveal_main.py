@@ -32,6 +32,7 @@ FAST = [
   '--config.train.seeds=1',
   '--config.reveal.progress_bar=False',
   '--config.reveal.attack_images=8',
+  '--config.quality.enabled=False',  # test_main covers it
 ]
 
 
