@@ -81,13 +81,41 @@ def test_pclarc_reuses_the_original_and_leaves_no_sensitivity_to_its_concept(run
   assert max(sensitivity) < 1e-4, sensitivity
 
 
-def test_found_masks_are_refused_until_the_reveal_is_wired():
+def found_split(shows):
+  """Images 8x8 whose value is their index; the found mask covers a 2x2 corner where `shows`."""
+  count = len(shows)
+  found = np.zeros((count, 8, 8, 1), np.uint8)
+  found[np.asarray(shows, bool), :2, :2] = 1
+  return {
+    'image': np.arange(count, dtype=np.uint8)[:, None, None, None]
+    * np.ones((1, 8, 8, 1), np.uint8),
+    'label': np.arange(count) % 2,
+    'mask': np.zeros((count, 8, 8, 1), np.uint8),  # ground truth that must not be read
+    masks.FOUND_MASK_KEY: found,
+  }
+
+
+def test_found_masks_are_what_an_rrr_penalty_reads():
   config = case_config.get_config('', correction='rrr')
   config.correction.masks = 'found'
-  split = {'image': np.zeros((2, 8, 8, 1), np.uint8), 'mask': np.zeros((2, 8, 8, 1), np.uint8)}
-  with pytest.raises(
-    ValueError, match=r"correction.masks='found'.*reveal.*correction.masks='mask'"
-  ):
-    masks.artifact_masks(config, split)
-  with pytest.raises(ValueError, match=r"correction.masks='found'"):
-    masks.concept_examples(config, split)
+  split = found_split([1, 0, 1, 0])
+  np.testing.assert_array_equal(masks.artifact_masks(config, split), split[masks.FOUND_MASK_KEY])
+  swapped = masks.swap_overlays(split, key=masks.mask_key(config))
+  # Image 0's found corner now shows its donor's pixels (another class, so an odd index).
+  assert swapped['image'][0, 0, 0, 0] % 2 == 1 and swapped['image'][0, 5, 5, 0] == 0
+  without = {k: v for k, v in split.items() if k != masks.FOUND_MASK_KEY}
+  with pytest.raises(ValueError, match='reveal stage has not run'):
+    masks.artifact_masks(config, without)
+
+
+def test_a_concept_from_found_masks_stands_outlined_images_against_others():
+  config = case_config.get_config('', correction='pclarc')
+  config.correction.masks = 'found'
+  shows = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+  examples = masks.concept_examples(config, found_split(shows))
+  assert len(examples['with_artifact']) == len(examples['without_artifact']) == 5
+  assert set(examples['with_artifact'][:, 0, 0, 0]) == {0, 1, 2, 3, 4}
+  assert set(examples['without_artifact'][:, 0, 0, 0]) <= set(range(5, 12))
+  assert not examples['group'].any()
+  with pytest.raises(ValueError, match='outlined an artifact in 2 of 12 images'):
+    masks.concept_examples(config, found_split([1, 1] + [0] * 10))

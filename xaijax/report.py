@@ -30,7 +30,7 @@ def test_splits(data_config) -> tuple[str, ...]:
 def case_name(config) -> str:
   """'original', 'blur', ..., 'rrr', ...; a case on masks the reveal found gets '_found'."""
   if config.correction.name != 'none':
-    return config.correction.name
+    return config.correction.name + ('_found' if config.correction.masks == 'found' else '')
   case = config.remedy.name if config.remedy.name != 'none' else 'original'
   return case + '_found' if config.remedy.region == 'found' else case
 

@@ -392,8 +392,9 @@ def why_no_measures(config, splits: dict, result) -> str | None:
 
 
 def reveal_stage(config, splits: dict, workdir: str) -> dict:
-  """remedy.region='found': reveal the Original model (trained here, or the one in
-  reveal.model_workdir) and find the masks the remedy acts on (xaijax/reveal/case.py)."""
+  """remedy.region='found' or correction.masks='found': reveal the Original model (trained here,
+  or the one in reveal.model_workdir) and find the masks the remedy or correction acts on
+  (xaijax/reveal/case.py)."""
   from xaijax.reveal import case
 
   return case.found_masks_stage(config, splits, workdir, report.test_splits(config.data))
@@ -433,7 +434,7 @@ def run(config, workdir: str) -> dict:
     return output
 
   splits = timed('dataset', dataset_stage, config, workdir)
-  if config.remedy.region == 'found':
+  if config.remedy.region == 'found' or config.correction.masks == 'found':
     found = timed('reveal', reveal_stage, config, splits, workdir)
     splits = {name: {**split, 'found_mask': found['masks'][name]} for name, split in splits.items()}
   if config.remedy.name == 'generative' and config.data.name == 'synthetic_gc10':

@@ -2,9 +2,9 @@
 
 `correction.masks` says where that knowledge comes from: `'mask'`, the ground-truth overlay masks
 every split of the embedded data (and of an imported GC10-DET) carries, or `'found'`, the masks
-and clusters the reveal stage finds without being told (issue 10; not wired in yet). Everything a
-correction reads about the artifact goes through the functions here, so `'found'` plugs in at one
-place.
+the reveal stage outlines without being told (xaijax/reveal; the workflow puts them into every
+split as `found_mask`, as for `remedy.region='found'`). Everything a correction reads about the
+artifact goes through the functions here.
 """
 
 from __future__ import annotations
@@ -13,24 +13,35 @@ import numpy as np
 
 MASK_SOURCES = ('mask', 'found')
 CORRECTION_MASK_KEY = 'correction_mask'  # the masks a penalty reads from its batches
+FOUND_MASK_KEY = 'found_mask'  # the reveal's masks in a split
+MIN_CONCEPT_IMAGES = 4  # per side: a CAV from fewer images is noise
 
 
-def _require_ground_truth(config, what: str) -> None:
+def mask_key(config) -> str:
+  """The key of a split's masks the correction reads: 'mask' (ground truth) or 'found_mask'."""
   source = config.correction.masks
-  if source == 'found':
-    raise ValueError(
-      f"correction.masks='found' asks for {what} the reveal stage finds (issue 10: reveal: "
-      'found masks and clusters), which is not wired into the corrections yet. Use '
-      "correction.masks='mask' (the ground-truth overlay masks)."
-    )
   if source not in MASK_SOURCES:
     raise ValueError(f'correction.masks={source!r}: choose one of {MASK_SOURCES}.')
+  return 'mask' if source == 'mask' else FOUND_MASK_KEY
+
+
+def _masks_of(config, split: dict) -> np.ndarray:
+  key = mask_key(config)
+  if key not in split:
+    raise ValueError(
+      f'correction.masks={config.correction.masks!r}, but the split has no {key!r}: '
+      + (
+        'the reveal stage has not run (the workflow runs it for this setting)'
+        if key == FOUND_MASK_KEY
+        else "the data keeps no overlay masks; use correction.masks='found'"
+      )
+    )
+  return np.asarray(split[key])
 
 
 def artifact_masks(config, split: dict) -> np.ndarray:
   """uint8 [N, H, W, 1], 1 on the artifact's pixels of each image of `split`."""
-  _require_ground_truth(config, 'the per-image masks')
-  return np.asarray(split['mask'], np.uint8)
+  return (_masks_of(config, split) > 0).astype(np.uint8)
 
 
 def concept_examples(config, split: dict) -> dict[str, np.ndarray]:
@@ -39,9 +50,12 @@ def concept_examples(config, split: dict) -> dict[str, np.ndarray]:
   `correction.concept='logo'`, all 0 with `'overlay'`).
 
   Ground truth pairs every overlaid image with its clean original, so the two sets hold the same
-  defects and differ only by the overlay.
+  defects and differ only by the overlay. Found masks cannot: as Reveal2Revise does, the images
+  the reveal outlined an artifact in stand against as many drawn (seeded) from those it did not,
+  one group whatever `correction.concept` says (the outlines do not say which logo).
   """
-  _require_ground_truth(config, 'the artifact image groups')
+  if mask_key(config) == FOUND_MASK_KEY:
+    return _found_concept_examples(split, _masks_of(config, split))
   concept = config.correction.concept
   if concept == 'overlay':
     group = np.zeros(len(split['label']), np.int32)
@@ -52,15 +66,38 @@ def concept_examples(config, split: dict) -> dict[str, np.ndarray]:
   return {'with_artifact': split['image'], 'without_artifact': split['clean'], 'group': group}
 
 
-def swap_overlays(split: dict, seed: int = 0) -> dict:
+def _found_concept_examples(split: dict, found: np.ndarray, seed: int = 0) -> dict:
+  shows = found.reshape(len(found), -1).any(axis=1)
+  with_artifact, without = np.flatnonzero(shows), np.flatnonzero(~shows)
+  count = min(len(with_artifact), len(without))
+  if count < MIN_CONCEPT_IMAGES:
+    raise ValueError(
+      f"correction.masks='found': the reveal outlined an artifact in {len(with_artifact)} of "
+      f'{len(shows)} images; a concept needs at least {MIN_CONCEPT_IMAGES} with and as many '
+      "without. Look at reveal_clusters.png and name the shortcut's clusters "
+      '(reveal.shortcut_clusters), or use ground-truth masks.'
+    )
+  rng = np.random.default_rng(seed)
+  with_artifact = np.sort(rng.choice(with_artifact, count, replace=False))
+  without = np.sort(rng.choice(without, count, replace=False))
+  images = np.asarray(split['image'])
+  return {
+    'with_artifact': images[with_artifact],
+    'without_artifact': images[without],
+    'group': np.zeros(count, np.int32),
+  }
+
+
+def swap_overlays(split: dict, seed: int = 0, key: str = 'mask') -> dict:
   """`split` with every image's overlay replaced by that of an image of another class.
 
   Image i takes image j's pixels wherever either carries an overlay (so nothing of its own overlay
   is left, and j's overlay is whole): the overlay no longer says the class. A model that reads the
   overlay loses macro-F1 here; one that reads the defect does not. Built from the masks alone, it
-  checks a correction on held-out images without editing any image's defect.
+  checks a correction on held-out images without editing any image's defect. `key` names the
+  masks ('mask': ground truth, 'found_mask': the reveal's).
   """
-  images, masks = np.asarray(split['image']), np.asarray(split['mask']) > 0
+  images, masks = np.asarray(split['image']), np.asarray(split[key]) > 0
   labels = np.asarray(split['label'])
   rng = np.random.default_rng(seed)
   donors = np.empty(len(labels), np.int64)
@@ -69,7 +106,7 @@ def swap_overlays(split: dict, seed: int = 0) -> dict:
     donors[index] = rng.choice(others) if len(others) else index
   region = masks | masks[donors]
   swapped = np.where(region, images[donors], images)
-  result = {**split, 'image': swapped.astype(images.dtype), 'mask': masks[donors].astype(np.uint8)}
+  result = {**split, 'image': swapped.astype(images.dtype), key: masks[donors].astype(np.uint8)}
   if 'logo' in split:
     result['logo'] = np.asarray(split['logo'])[donors]
   return result

@@ -83,7 +83,7 @@ def correction_splits(config, splits: dict) -> dict:
     raise ValueError(f'correction.validation={choice!r}: choose one of {VALIDATION_CHOICES}.')
   validation = splits['validation']
   if choice == 'overlays_swapped':
-    validation = masks.swap_overlays(validation, SWAP_SEED)
+    validation = masks.swap_overlays(validation, SWAP_SEED, masks.mask_key(config))
   train = {
     **splits['train'],
     masks.CORRECTION_MASK_KEY: masks.artifact_masks(config, splits['train']),

@@ -60,6 +60,12 @@ def check_same_data_and_model(config, model_workdir: str) -> None:
       f'reveal.model_workdir={model_workdir!r} is a {saved.remedy.name!r} case; the reveal needs '
       'the Original model (remedy none), trained on the images as distributed'
     )
+  correction = saved.get('correction', {}).get('name', 'none')
+  if correction != 'none':
+    raise ValueError(
+      f'reveal.model_workdir={model_workdir!r} is a {correction!r} case; the reveal needs the '
+      'Original model, trained without a correction'
+    )
 
 
 def original_model(config, splits: dict, workdir: str):
@@ -80,6 +86,7 @@ def original_model(config, splits: dict, workdir: str):
 
   original = ml_collections.ConfigDict(config.to_dict())
   original.remedy.name, original.remedy.region = 'none', 'strips'
+  original.correction.name, original.correction.masks = 'none', 'mask'
   directory = os.path.join(workdir, ORIGINAL_DIR)
   classifier = registry.build(config.model)
   result = classifier_training.train_classifier(
