@@ -8,7 +8,8 @@ import pytest
 
 from xaijax import remedies
 from xaijax.data import overlays
-from xaijax.training import gan
+from xaijax.models import inpainting
+from xaijax.training import gan, gan_steps
 
 SIZE = 32
 
@@ -64,9 +65,9 @@ def test_self_supervised_examples_roll_the_image_and_keep_the_borrowed_hole_off_
   own, donors = overlay_masks(8, seed=1), overlay_masks(8, seed=2)
   rolled, regions, holes = map(
     np.asarray,
-    gan.self_supervised_example(
-      gan.inpainting.prng_key(0),
-      gan.inpainting.to_unit_range(images),
+    gan_steps.self_supervised_example(
+      inpainting.prng_key(0),
+      inpainting.to_unit_range(images),
       jnp.asarray(own),
       jnp.asarray(donors),
     ),
@@ -87,7 +88,7 @@ def test_self_supervised_examples_roll_the_image_and_keep_the_borrowed_hole_off_
     rows = [
       r
       for r in range(SIZE)
-      if np.array_equal(gan.inpainting.to_unit_range(np.roll(image, r, axis=0)), out)
+      if np.array_equal(inpainting.to_unit_range(np.roll(image, r, axis=0)), out)
     ]
     assert len(rows) == 1
     offsets.add(rows[0])
@@ -105,7 +106,7 @@ def test_batches_per_mode():
   for mode in gan.MODES:
     config = tiny_config(mode=mode)
     data = gan.training_data(config, images, mask, clean)
-    batch = gan.sample_batch(gan.inpainting.prng_key(0), data, 5, mode == 'self_supervised')
+    batch = gan_steps.sample_batch(inpainting.prng_key(0), data, 5, mode == 'self_supervised')
     assert batch['images'].shape == (5, SIZE, SIZE, 1)
     assert bool(
       jnp.all(batch['input_hole'] >= batch['loss_hole'])
@@ -127,19 +128,19 @@ def test_batches_per_mode():
 def test_a_few_generator_steps_reduce_the_hole_l1_on_a_fixed_batch():
   images, mask, clean = tiny_data()
   config = tiny_config(learning_rate=2e-3)
-  models = gan.Models.from_config(config)
-  state = gan.init_state(gan.inpainting.prng_key(0), models, SIZE, SIZE)
+  models = gan_steps.Models.from_config(config)
+  state = gan_steps.init_state(inpainting.prng_key(0), models, SIZE, SIZE)
   batch = dict(
-    images=gan.inpainting.to_unit_range(images),
+    images=inpainting.to_unit_range(images),
     input_hole=jnp.asarray(mask, jnp.float32),
     loss_hole=jnp.asarray(mask, jnp.float32),
-    target=gan.inpainting.to_unit_range(clean),
+    target=inpainting.to_unit_range(clean),
   )
-  condition = gan.inpainting.generator_input(batch['images'], batch['input_hole'])
+  condition = inpainting.generator_input(batch['images'], batch['input_hole'])
 
   def step(state):
-    generated, pullback = gan.forward_generator(models, state['generator'], condition)
-    return gan.generator_step(models, state, batch, condition, generated, pullback)
+    generated, pullback = gan_steps.forward_generator(models, state['generator'], condition)
+    return gan_steps.generator_step(models, state, batch, condition, generated, pullback)
 
   step = jax.jit(step)
   state, (_, first_l1, _) = step(state)
@@ -154,15 +155,15 @@ def test_a_training_step_moves_every_network_and_averages_the_generator():
   # The settings and data of the fit test below: equal configs give equal Models, so the two
   # tests share one compiled step.
   config = tiny_config()
-  models = gan.Models.from_config(config)
-  assert models == gan.Models.from_config(tiny_config())
-  state = gan.init_state(gan.inpainting.prng_key(0), models, SIZE, SIZE)
+  models = gan_steps.Models.from_config(config)
+  assert models == gan_steps.Models.from_config(tiny_config())
+  state = gan_steps.init_state(inpainting.prng_key(0), models, SIZE, SIZE)
   before = jax.device_get(state)
-  after, losses = gan.jitted_train_step(
+  after, losses = gan_steps.jitted_train_step(
     models, state, gan.training_data(config, images, mask, clean), config.batch_size, True
   )
   after = jax.device_get(after)
-  assert losses.shape == (len(gan.LOSS_NAMES),) and int(after['step']) == 1
+  assert losses.shape == (len(gan_steps.LOSS_NAMES),) and int(after['step']) == 1
   for network in ('generator', 'discriminator'):
     changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before[network], after[network])
     assert all(jax.tree.leaves(changed))
@@ -186,7 +187,7 @@ def test_fit_writes_metrics_and_a_checkpoint_that_a_rerun_reuses(tmp_path, monke
   with open(tmp_path / gan.METRICS_FILE) as f:
     lines = [json.loads(line) for line in f]
   assert [line['step'] for line in lines] == [2, 4]
-  assert all(np.isfinite(line[name]) for line in lines for name in gan.LOSS_NAMES)
+  assert all(np.isfinite(line[name]) for line in lines for name in gan_steps.LOSS_NAMES)
   out = inpainter(images, mask)
 
   def refit(*args, **kwargs):
@@ -213,7 +214,7 @@ def test_non_finite_loss_stops_training_naming_the_step():
       clean=clean,
       show_progress=False,
     )
-  losses = np.ones((5, len(gan.LOSS_NAMES)))
+  losses = np.ones((5, len(gan_steps.LOSS_NAMES)))
   losses[3, 2] = np.nan
   with pytest.raises(FloatingPointError, match='discriminator loss is nan at step 14;'):
     gan.check_finite(losses, first_step=11)
@@ -231,8 +232,8 @@ def test_bad_inputs_are_explained():
 
 def test_generative_remedy_runs_the_inpainter_on_the_region():
   images, mask, _ = tiny_data()
-  generator = gan.inpainting.UNetGenerator(4, 2)
-  params = gan.inpainting.init_generator(gan.inpainting.prng_key(0), generator, SIZE, SIZE)
+  generator = inpainting.UNetGenerator(4, 2)
+  params = inpainting.init_generator(inpainting.prng_key(0), generator, SIZE, SIZE)
   inpainter = gan.Inpainter(params, 4, 2, batch_size=8)
   out = remedies.apply('generative', images, mask, region='mask', inpainter=inpainter)
   np.testing.assert_array_equal(out, inpainter(images, mask))

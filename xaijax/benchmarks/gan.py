@@ -3,8 +3,8 @@
   python scripts/benchmark.py gan --resolution 64 --batch 8 --generators 16x2,16x3,12x3
 
 Each generator (`features x depth`) gets a training stepper (one jitted discriminator + generator
-update, `xaijax.training.gan.jitted_train_step`, on overlay-shaped holes) and an inpainting stepper
-(`Inpainter` on a batch of uint8 images). All run in their own worker process and take turns
+update, `xaijax.training.gan_steps.jitted_train_step`, on overlay-shaped holes) and an inpainting
+stepper (`Inpainter` on a batch of uint8 images). All run in their own worker process and take turns
 (`timing.time_interleaved`), so the ratios (`vs_first`: seconds per step over the first
 generator's) hold on a loaded machine.
 """
@@ -52,16 +52,17 @@ def _config(args, features: int, depth: int):
 
 
 def gan_train_stepper(args, features: int, depth: int):
-  from xaijax.training import gan  # pylint: disable=import-outside-toplevel
+  from xaijax.models import inpainting  # pylint: disable=import-outside-toplevel
+  from xaijax.training import gan, gan_steps  # pylint: disable=import-outside-toplevel
 
   config = _config(args, features, depth)
   images, masks, clean = _data(args)
-  models = gan.Models.from_config(config)
+  models = gan_steps.Models.from_config(config)
   data = gan.training_data(config, images, masks, clean)
-  holder = [gan.init_state(gan.inpainting.prng_key(0), models, args.resolution, args.resolution)]
+  holder = [gan_steps.init_state(inpainting.prng_key(0), models, args.resolution, args.resolution)]
 
   def step():
-    holder[0], losses = gan.jitted_train_step(
+    holder[0], losses = gan_steps.jitted_train_step(
       models, holder[0], data, args.batch, args.mode == 'self_supervised'
     )
     losses.block_until_ready()
