@@ -166,9 +166,9 @@ def test_mobilenet_layers_are_all_recognised():
   model = MobileNet(num_classes=CLASSES, alpha=0.25)
   x = jnp.zeros((1, 32, 32, 1))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-  from xaijax.lrp import program  # pylint: disable=import-outside-toplevel
+  from xaijax.lrp import program, tracing  # pylint: disable=import-outside-toplevel
 
-  traced = program.canonical(program.trace(model, variables, x, {'train': False}))
+  traced = program.canonical(tracing.trace(model, variables, x, {'train': False}))
   layers = [node for node in traced.nodes if isinstance(node, program.Layer)]
   assert [layer.name for layer in layers][:3] == [
     'conv1+conv1_bn',

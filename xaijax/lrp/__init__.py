@@ -8,10 +8,11 @@ layer before it), plus the traced program they walk and the measures built on re
     share = lrp.metrics.relevance_mass_in_mask(relevance, masks)  # [N]
 
 Modules: `attribution` (explain, explain_with_details), `rules`, `composites`, `canonize`,
-`program`, `metrics`, `heatmaps`.
+`tracing` (a Linen model into a program), `program` (the program's nodes, canonical form and
+forward evaluation), `metrics`, `heatmaps`.
 """
 
-from xaijax.lrp import attribution, canonize, composites, heatmaps, metrics, program, rules
+from xaijax.lrp import attribution, canonize, composites, heatmaps, metrics, program, rules, tracing
 from xaijax.lrp.attribution import Explanation, explain, explain_with_details
 from xaijax.lrp.composites import COMPOSITES, Composite, Rule, rule
 from xaijax.lrp.heatmaps import heatmap
@@ -34,4 +35,5 @@ __all__ = [
   'program',
   'rule',
   'rules',
+  'tracing',
 ]

@@ -1,7 +1,7 @@
 """explain(): LRP relevance for a Linen classifier, jit-compiled, batched and vmappable.
 
-The model is traced into a program (`program.py`), its BatchNorms are folded into the layers
-before them, and the program runs forward once. Relevance starts at the target logit
+The model is traced (`tracing.py`) into a program (`program.py`), its BatchNorms are folded into
+the layers before them, and the program runs forward once. Relevance starts at the target logit
 (R = logit * one_hot(target), so a conservative explanation sums to the logit) and walks the
 program backwards: every layer applies its composite rule, every other operation passes,
 routes or shares relevance as `canonize.py` says. Nothing is differentiated through the model.
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from xaijax.lrp import composites as composites_lib
 from xaijax.lrp import program as program_lib
+from xaijax.lrp import tracing
 from xaijax.lrp.rules import safe_divide, stabilize
 
 
@@ -137,7 +138,7 @@ def _explainer(model, composite, call_kwargs, details, layers):
 
   @jax.jit
   def run(variables, x, target):
-    program = program_lib.canonical(program_lib.trace(model, variables, x, kwargs))
+    program = program_lib.canonical(tracing.trace(model, variables, x, kwargs))
     explanation = propagate(program, composite, variables, x, target, layers)
     # Without details only the relevance leaves the jit, so XLA drops the bookkeeping.
     return explanation if details else explanation.relevance

@@ -17,6 +17,7 @@ import tqdm
 
 from xaijax import lrp
 from xaijax.lrp import program as program_lib
+from xaijax.lrp import tracing
 from xaijax.models import registry
 
 
@@ -38,7 +39,7 @@ def layer_inputs(module, variables, example: np.ndarray) -> dict[str, tuple]:
   name)."""
   call_kwargs = {'train': False} if registry.takes_train_flag(module) else {}
   program = program_lib.canonical(
-    program_lib.trace(module, variables, jnp.asarray(example), call_kwargs)
+    tracing.trace(module, variables, jnp.asarray(example), call_kwargs)
   )
   return {
     node.calls[0].name: tuple(program.shapes[node.x].shape)
