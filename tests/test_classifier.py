@@ -18,7 +18,7 @@ import pytest
 
 from xaijax import case_config, checkpoints, evaluation
 from xaijax.models import registry
-from xaijax.training import classifier, per_seed, seed_runners
+from xaijax.training import classifier, per_seed, seed_runners, train_result
 from xaijax.training.early_stopping import init_early_stopping, update_early_stopping
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +171,7 @@ def test_result_shapes_curves_and_workdir_files(reference):
     assert record['validation_f1'] == pytest.approx(
       result.validation_f1[record['seed_index'], record['epoch'] - 1]
     )
-  assert classifier.load_train_result(str(workdir)) is not None
+  assert train_result.load_train_result(str(workdir)) is not None
   saved = checkpoints.PeriodicCheckpoints(os.path.join(workdir, classifier.CHECKPOINTS_DIR))
   assert saved.epochs() == [e for e in (2, 4, 6) if e <= result.epochs_run][-3:]
   saved.close()
@@ -254,7 +254,7 @@ def test_non_finite_loss_names_the_seed_and_step(tmp_path):
     train(config, tmp_path)
   assert (error.value.seed, error.value.epoch, error.value.step) == (1, 1, 2)
   assert not os.path.exists(tmp_path / classifier.METRICS_FILE) or not read_metrics(tmp_path)
-  assert classifier.load_train_result(str(tmp_path)) is None
+  assert train_result.load_train_result(str(tmp_path)) is None
 
 
 def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
@@ -288,7 +288,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path):
   assert saved.latest_epoch() == 2
   saved.close()
   assert max(record['epoch'] for record in read_metrics(tmp_path)) == 2
-  assert classifier.load_train_result(str(tmp_path)) is None
+  assert train_result.load_train_result(str(tmp_path)) is None
 
 
 def test_early_stopping_stops_a_stalled_seed_while_another_goes_on(tmp_path):
@@ -452,7 +452,7 @@ assert (sharded_info['devices'], single_info['devices'], padded_info['devices'])
 assert padded_info['padding_seeds'] == 1
 t.assert_same_result(sharded, single, exact=False)
 def first(result, count, epochs_run):  # the first seeds, as a run of epochs_run epochs
-  return t.classifier.TrainResult(
+  return t.train_result.TrainResult(
     seeds=result.seeds[:count], variables=jax.tree.map(lambda x: x[:count], result.variables),
     validation_f1=result.validation_f1[:count, :epochs_run],
     train_loss=result.train_loss[:count, :epochs_run],
@@ -606,7 +606,7 @@ def test_a_sweep_whose_seeds_stop_apart_repacks_with_the_same_results(reference,
   assert_same_result(expected, unpacked, exact=False)
   np.testing.assert_array_equal(expected.validation_f1, unpacked.validation_f1)
   computed = [
-    json.loads((path / classifier.RESULT_FILE).read_text())['slot_epochs_computed']
+    json.loads((path / train_result.RESULT_FILE).read_text())['slot_epochs_computed']
     for path in (reference[0], tmp_path)
   ]
   active_seed_epochs = int(np.isfinite(expected.validation_f1).sum())

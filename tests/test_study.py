@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from xaijax import case_config, convergence, study
-from xaijax.training import classifier as classifier_training
+from xaijax.training import train_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ('original', 'crop')  # the cheapest pair; generative's GAN would dominate the time
@@ -105,7 +105,7 @@ def test_report_p_values_are_welchs_on_the_per_seed_scores(finished_study):
 def test_convergence_column_follows_the_rule_on_the_training_curves(finished_study):
   root, report, _ = finished_study
   text = Path(report).read_text().split('## Setting: spurious')[1]
-  trained = classifier_training.load_train_result(str(root / 'spurious' / 'crop' / 'classifier'))
+  trained = train_result.load_train_result(str(root / 'spurious' / 'crop' / 'classifier'))
   verdict = convergence.verdict(trained.validation_f1, trained.stopped_epoch)
   assert f'| Crop | {verdict.epochs_run} |' in text
   assert verdict.describe() in text

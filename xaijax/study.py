@@ -25,7 +25,7 @@ from xaijax import case_config, convergence, evaluation, report, study_report, w
 from xaijax.corrections import table as correction_table
 from xaijax.data import CLASS_NAMES, preview
 from xaijax.models import registry
-from xaijax.training import classifier as classifier_training
+from xaijax.training import train_result
 from xaijax.workdir import CLASSIFIER_DIR, REMEDIED_IMAGES_FILE, RESULTS_FILE, read_json, write_json
 
 MakeConfig = Callable[[str, str], ml_collections.ConfigDict]  # (case, arg) -> config
@@ -80,7 +80,7 @@ def original_on_generative_images(root: str, arg: str, make_config: MakeConfig) 
   ):
     return None
   config = make_config('original', arg)
-  result = classifier_training.load_train_result(os.path.join(original_dir, CLASSIFIER_DIR))
+  result = train_result.load_train_result(os.path.join(original_dir, CLASSIFIER_DIR))
   classifier = registry.build(config.model)
   model, preprocess = classifier.module, classifier.preprocess
   splits = workflow.dataset_stage(config, original_dir)
@@ -137,8 +137,7 @@ def training_curves(root: str, cases) -> dict:
   """case -> its TrainResult (validation curves, stopped epochs), from each case's workdir; the
   ClArC cases, which correct the Original's run and train no classifier of their own, left out."""
   trained = {
-    case: classifier_training.load_train_result(os.path.join(root, case, CLASSIFIER_DIR))
-    for case in cases
+    case: train_result.load_train_result(os.path.join(root, case, CLASSIFIER_DIR)) for case in cases
   }
   return {case: result for case, result in trained.items() if result is not None}
 

@@ -192,8 +192,9 @@ def train_stage(config, splits: dict, workdir: str):
 def reused_classifier(config, run_dir: str):
   """A finished Original run to correct (`correction.base_classifier`), its seeds checked."""
   from xaijax.training import classifier as classifier_training
+  from xaijax.training import train_result
 
-  result = classifier_training.load_train_result(run_dir)
+  result = train_result.load_train_result(run_dir)
   seeds = classifier_training.seed_values(config.train.seeds)
   if result is None or list(result.seeds) != seeds:
     found = 'no finished run' if result is None else f'seeds {result.seeds}'

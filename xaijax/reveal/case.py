@@ -71,11 +71,12 @@ def check_same_data_and_model(config, model_workdir: str) -> None:
 def original_model(config, splits: dict, workdir: str):
   """(TrainResult of the Original model, where it came from)."""
   from xaijax.training import classifier as classifier_training
+  from xaijax.training import train_result
 
   if config.reveal.model_workdir:
     model_workdir = os.path.expanduser(config.reveal.model_workdir)
     check_same_data_and_model(config, model_workdir)
-    result = classifier_training.load_train_result(os.path.join(model_workdir, CLASSIFIER_DIR))
+    result = train_result.load_train_result(os.path.join(model_workdir, CLASSIFIER_DIR))
     if result is None:
       raise ValueError(
         f'reveal.model_workdir={model_workdir!r} holds no finished training '
@@ -150,7 +151,7 @@ def find_shortcuts(workdir: str, out_dir: str | None = None, overrides: dict | N
   <workdir>/reveal). Settings come from the case's config.json; `overrides` ({'reveal.layer':
   ...}) change them. Returns the reveal's summary."""
   from xaijax import case_config
-  from xaijax.training import classifier as classifier_training
+  from xaijax.training import train_result
 
   saved = _saved_config(workdir)
   config = case_config.get_config()
@@ -162,7 +163,7 @@ def find_shortcuts(workdir: str, out_dir: str | None = None, overrides: dict | N
     if field not in config[section]:
       raise ValueError(f'unknown setting {key!r}; known: {sorted(config[section].keys())}')
     config[section][field] = value
-  result = classifier_training.load_train_result(os.path.join(workdir, CLASSIFIER_DIR))
+  result = train_result.load_train_result(os.path.join(workdir, CLASSIFIER_DIR))
   if result is None:
     raise ValueError(f'{workdir!r} holds no finished training ({CLASSIFIER_DIR}/train_result.json)')
   splits = data_lib.load_splits(config.data)

@@ -9,8 +9,10 @@ The workdir given to `train_classifier` belongs to it: `run_config.json` (the se
 another one is refused), `metrics.jsonl` (one line per seed and epoch trained), `tensorboard/`
 (one event folder per seed), `checkpoints/` (the whole state of the real seeds, best variables
 included, every `checkpoint_every` epochs), and at the end `best_variables/` and
-`train_result.json`. A rerun returns a finished result without training, or resumes from the
-latest checkpoint, with the numbers an uninterrupted run would have given.
+`train_result.json`. The setup file and the result are read and written by
+xaijax/training/train_result.py (`TrainResult`, `load_train_result`). A rerun returns a finished
+result without training, or resumes from the latest checkpoint, with the numbers an uninterrupted
+run would have given.
 
 Over several processes (xaijax/distributed.py) every process runs this loop on the same numbers
 (gathered from all devices each epoch, so all make the same decisions); the checkpoints are
@@ -24,7 +26,6 @@ from collections.abc import Callable, Mapping
 import dataclasses
 import json
 import os
-import re
 
 import jax
 import jax.numpy as jnp
@@ -35,29 +36,11 @@ import tqdm
 from xaijax import checkpoints as checkpoints_lib
 from xaijax import distributed
 from xaijax.models import registry
-from xaijax.training import per_seed, seed_runners
-from xaijax.workdir import write_json
+from xaijax.training import per_seed, seed_runners, train_result
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
-RUN_CONFIG_FILE = 'run_config.json'
-RESULT_FILE = 'train_result.json'
-BEST_VARIABLES_DIR = 'best_variables'
 CHECKPOINTS_DIR = 'checkpoints'
-
-# Keys of config.train that change how the run executes, not what it computes; a run may be
-# resumed with other values for them.
-_EXECUTION_ONLY_KEYS = (
-  'checkpoint_every',
-  'keep_checkpoints',
-  'seed_strategy',
-  'devices',
-  'data_parallel',
-  'repack_stopped_seeds',
-  'progress_bar',
-  'eval_batch_size',
-  'tensorboard',
-)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,24 +55,6 @@ class NonFiniteLossError(FloatingPointError):
 
 # ----------------------------------------------------------------------------------------------
 # The run: config in, best variables of every seed out, everything on the way in the workdir.
-
-
-@dataclasses.dataclass
-class TrainResult:
-  """Outcome of `train_classifier`; per-seed arrays follow the order of `seeds`."""
-
-  seeds: list[int]
-  variables: dict  # best {'params', 'batch_stats'} of every seed, leading seed axis
-  validation_f1: np.ndarray  # [S, epochs_run]; NaN where the seed had stopped
-  train_loss: np.ndarray  # [S, epochs_run], mean over the epoch's steps
-  best_validation_f1: np.ndarray  # [S]
-  best_epoch: np.ndarray  # [S], 1-based epoch of the restored variables
-  stopped_epoch: np.ndarray  # [S], epoch early stopping ended the seed; 0 = never stopped
-  epochs_run: int  # epochs until every seed had stopped or the limit was reached
-
-  def variables_of(self, index: int) -> dict:
-    """The best variables of the seed at position `index`, without the seed axis."""
-    return jax.tree.map(lambda x: x[index], self.variables)
 
 
 def seed_values(seeds) -> list[int]:
@@ -155,95 +120,6 @@ def _check_splits(
     )
   if len(splits['validation']['label']) == 0:
     raise ValueError('the validation split is empty; early stopping needs it.')
-
-
-def _run_fingerprint(config, seeds, model, splits, penalty=None) -> dict:
-  train = {
-    key: value for key, value in config.train.to_dict().items() if key not in _EXECUTION_ONLY_KEYS
-  }
-  data = {
-    name: {
-      key: [list(np.shape(array)), str(np.asarray(array).dtype)]
-      for key, array in sorted(splits[name].items())
-      if key in ('image', 'label')
-    }
-    for name in ('train', 'validation')
-  }
-  # Addresses in a repr (a function-valued field, say) differ between processes.
-  model_description = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(model))
-  fingerprint = {
-    'seeds': seeds,
-    'train': train,
-    'model_config': config.model.to_dict(),
-    'model': model_description,
-    'data': data,
-  }
-  if penalty is not None:
-    fingerprint['penalty'] = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(penalty))
-  return json.loads(json.dumps(fingerprint, default=str))
-
-
-def _check_or_write_fingerprint(workdir: str, fingerprint: dict) -> None:
-  path = os.path.join(workdir, RUN_CONFIG_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if previous != fingerprint:
-      differing = sorted(
-        key for key in set(previous) | set(fingerprint) if previous.get(key) != fingerprint.get(key)
-      )
-      raise ValueError(
-        f'{workdir} holds a classifier run with a different setup ({", ".join(differing)} '
-        f'differ; see {path}). Use a fresh workdir, or delete this one to start over.'
-      )
-    return
-  if distributed.is_writer():
-    write_json(path, fingerprint)
-
-
-def _nan_to_none(values: np.ndarray) -> list:
-  return [None if not np.isfinite(v) else float(v) for v in values]
-
-
-def _write_result(workdir: str, result: TrainResult, run_info: dict) -> None:
-  """best_variables/ and train_result.json (process 0's job)."""
-  checkpoints_lib.save_pytree(os.path.join(workdir, BEST_VARIABLES_DIR), result.variables)
-  summary = {
-    **run_info,
-    'seeds': result.seeds,
-    'epochs_run': result.epochs_run,
-    'best_validation_f1': result.best_validation_f1.tolist(),
-    'best_epoch': result.best_epoch.tolist(),
-    'stopped_epoch': result.stopped_epoch.tolist(),
-    'validation_f1': [_nan_to_none(row) for row in result.validation_f1],
-    'train_loss': [_nan_to_none(row) for row in result.train_loss],
-  }
-  # Written last: its presence means the whole result is on disk.
-  write_json(os.path.join(workdir, RESULT_FILE), summary)
-
-
-def load_train_result(workdir: str) -> TrainResult | None:
-  """The result a finished `train_classifier` left in `workdir`, None when there is none."""
-  summary_path = os.path.join(workdir, RESULT_FILE)
-  variables_path = os.path.join(workdir, BEST_VARIABLES_DIR)
-  if not (os.path.exists(summary_path) and checkpoints_lib.pytree_exists(variables_path)):
-    return None
-  with open(summary_path) as f:
-    summary = json.load(f)
-  as_array = lambda rows: np.asarray(
-    [[np.nan if v is None else v for v in row] for row in rows], np.float32
-  )
-  variables = jax.tree.map(np.asarray, checkpoints_lib.load_pytree(variables_path))
-  return TrainResult(
-    seeds=summary['seeds'],
-    variables=variables,
-    validation_f1=as_array(summary['validation_f1']),
-    train_loss=as_array(summary['train_loss']),
-    best_validation_f1=np.asarray(summary['best_validation_f1'], np.float32),
-    best_epoch=np.asarray(summary['best_epoch'], np.int32),
-    stopped_epoch=np.asarray(summary['stopped_epoch'], np.int32),
-    epochs_run=summary['epochs_run'],
-  )
 
 
 def _rewrite_metrics_until(path: str, last_epoch: int) -> None:
@@ -312,7 +188,7 @@ def train_classifier(
   on_epoch_end: Callable[[int, list[dict]], None] | None = None,
   initial_variables: Mapping | None = None,
   penalty: Callable | None = None,
-) -> TrainResult:
+) -> train_result.TrainResult:
   """Trains `config.train.seeds` classifiers on `splits['train']`, early-stopped on
   `splits['validation']`, and returns the best variables of every seed.
 
@@ -338,10 +214,10 @@ def train_classifier(
     raise ValueError(f'config.train.epochs must be at least 1, got {max_epochs}.')
 
   os.makedirs(workdir, exist_ok=True)
-  finished = load_train_result(workdir)
+  finished = train_result.load_train_result(workdir)
   classifier = registry.build(config.model) if classifier is None else classifier
-  _check_or_write_fingerprint(
-    workdir, _run_fingerprint(config, seeds, classifier.module, splits, penalty)
+  train_result.check_or_write_fingerprint(
+    workdir, train_result.run_fingerprint(config, seeds, classifier.module, splits, penalty)
   )
   if finished is not None:
     return finished
@@ -460,7 +336,7 @@ def train_classifier(
 
   final = distributed.fetch({key: state[key] for key in ('best', 'early_stopping', 'history')})
   final = jax.tree.map(lambda x: x[real], final)
-  result = TrainResult(
+  result = train_result.TrainResult(
     seeds=seeds,
     variables=final['best'],
     validation_f1=final['history']['validation_f1'][:, :epoch],
@@ -471,7 +347,7 @@ def train_classifier(
     epochs_run=epoch,
   )
   if writer:
-    _write_result(
+    train_result.write_train_result(
       workdir,
       result,
       {
