@@ -2,7 +2,7 @@ import importlib
 
 import pytest
 
-from xaijax import case_config
+from xaijax import case_config, config_checks
 
 CASES = ['original', 'blur', 'crop', 'black_stripe', 'telea', 'generative']
 
@@ -52,7 +52,7 @@ def test_every_correction_builds_and_keeps_the_images(case):
   assert config.correction.weight == 3.0
   assert module.get_config().correction.weight == case_config.CORRECTION_WEIGHTS.get(case, 0.0)
   assert f'configs/{case}.py' in module.__doc__, 'the run command sits in the docstring'
-  case_config.validate(config)
+  config_checks.validate(config)
 
 
 def test_bad_correction_settings_say_what_to_change():
@@ -60,7 +60,7 @@ def test_bad_correction_settings_say_what_to_change():
   config.remedy.name = 'telea'
   config.correction.update(weight=-1.0, cav='svm', fine_tune='some', masks='guessed')
   with pytest.raises(ValueError) as error:
-    case_config.validate(config)
+    config_checks.validate(config)
   for expected in (
     "remedy.name='telea': a correction edits the model",
     'correction.weight=-1.0: must be at least 0',

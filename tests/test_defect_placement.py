@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xaijax import case_config, data
+from xaijax import case_config, config_checks, data
 from xaijax.data import defects, overlays, synthetic
 
 SIZE = 64
@@ -38,7 +38,7 @@ def test_anywhere_is_the_default_and_a_bad_placement_is_named():
   assert config.data.defect_placement == 'between_strips'
   config.data.defect_placement = 'middle'
   with pytest.raises(ValueError, match=r'data\.defect_placement'):
-    case_config.validate(config)
+    config_checks.validate(config)
   with pytest.raises(ValueError, match=r'data\.defect_placement'):
     synthetic.make_config(defect_placement='middle')
 

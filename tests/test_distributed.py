@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.test_main import ROOT
-from xaijax import case_config, distributed
+from xaijax import case_config, config_checks, distributed
 
 CASE = [
   '--config=configs/black_stripe.py',
@@ -187,4 +187,4 @@ def test_bad_distributed_settings_are_explained():
   config = case_config.get_config()
   config.distributed.update(coordinator_address='localhost', num_processes=2, process_id=2)
   with pytest.raises(ValueError, match=r'give host:port(.|\n)*process_id=2: must lie in \[0'):
-    case_config.validate(config)
+    config_checks.validate(config)

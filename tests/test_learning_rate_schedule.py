@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from xaijax import case_config
+from xaijax import case_config, config_checks
 from xaijax.training import per_seed
 
 
@@ -53,11 +53,11 @@ def test_paper_config_keeps_a_constant_rate_and_cpu_config_decays():
   config = case_config.get_config()
   config.train.warmup_epochs = -1
   with pytest.raises(ValueError, match='warmup_epochs'):
-    case_config.validate(config)
+    config_checks.validate(config)
   config = case_config.get_config()
   config.train.learning_rate_schedule = 'step'
   with pytest.raises(ValueError, match='learning_rate_schedule'):
-    case_config.validate(config)
+    config_checks.validate(config)
 
 
 class Linear:

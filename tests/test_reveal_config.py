@@ -2,14 +2,14 @@
 
 import pytest
 
-from xaijax import case_config
+from xaijax import case_config, config_checks
 
 
 def test_a_persons_cluster_choice_is_read_as_class_cluster_pairs():
-  assert case_config.parse_cluster_choice('1:3, 5:0') == [(1, 3), (5, 0)]
-  assert case_config.parse_cluster_choice('') == []
+  assert config_checks.parse_cluster_choice('1:3, 5:0') == [(1, 3), (5, 0)]
+  assert config_checks.parse_cluster_choice('') == []
   with pytest.raises(ValueError, match='class:cluster pairs'):
-    case_config.parse_cluster_choice('welding_line:3')
+    config_checks.parse_cluster_choice('welding_line:3')
 
 
 def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
@@ -20,7 +20,7 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
   config.reveal.low, config.reveal.high = 0.5, 0.3
   config.reveal.model_workdir = '/no/such/run'
   with pytest.raises(ValueError) as error:
-    case_config.validate(config)
+    config_checks.validate(config)
   message = str(error.value)
   for expected in (
     "remedy.region='found' with remedy 'blur'",

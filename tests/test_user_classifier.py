@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.test_main import ROOT, TINY
-from xaijax import case_config
+from xaijax import case_config, config_checks
 from xaijax.models import registry
 
 # A small CNN that is not MobileNet, as a user would keep it in a file of their own: no `train`
@@ -89,7 +89,7 @@ def test_keras_weights_are_refused_for_a_user_classifier():
   config = case_config.get_config()
   config.model.update(name='tests.test_classifier:TinyCNN', init_from='weights.h5')
   with pytest.raises(ValueError, match='mobilenet only'):
-    case_config.validate(config)
+    config_checks.validate(config)
 
 
 def test_the_whole_workflow_runs_on_a_user_classifier(user_model_file, tmp_path):

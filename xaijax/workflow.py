@@ -18,7 +18,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from xaijax import case_config, data, distributed, evaluation, remedies, report
+from xaijax import case_config, config_checks, data, distributed, evaluation, remedies, report
 from xaijax.data import preview
 from xaijax.data.overlays import strip_mask
 from xaijax.models import registry
@@ -413,7 +413,7 @@ def match_class_count(config) -> None:
 
 def run(config, workdir: str) -> dict:
   """Every stage of the case `config` describes, in `workdir`; returns what results.json holds."""
-  case_config.validate(config)
+  config_checks.validate(config)
   match_class_count(config)
   registry.build(config.model)  # a user's classifier that cannot be built fails now, not later
   os.makedirs(workdir, exist_ok=True)

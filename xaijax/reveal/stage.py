@@ -22,7 +22,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from xaijax import case_config, evaluation
+from xaijax import config_checks, evaluation
 from xaijax.models import registry
 from xaijax.reveal import evidence, figures, localisation, relevance, spray, truth
 from xaijax.reveal import items as items_lib
@@ -221,7 +221,7 @@ def reveal(
 def _chosen_clusters(settings, classes) -> list[tuple[int, int]]:
   """The (class, cluster) pairs treated as shortcuts: a person's choice when
   `reveal.shortcut_clusters` names one, else every cluster with shortcut evidence."""
-  choice = case_config.parse_cluster_choice(settings.shortcut_clusters)
+  choice = config_checks.parse_cluster_choice(settings.shortcut_clusters)
   if not choice:
     return [
       (entry['class'], cluster['cluster'])
