@@ -5,6 +5,10 @@ rerun when its output is there, so a killed run resumes instead of starting over
     (test, test_clean, test_attacked) -> explain (LRP; relevance share in the overlay) -> quality
     (sanity, faithfulness, localisation, complexity of every explainer) -> report
 
+This module keeps the order of the stages (`run`) and the stages of no package of their own; the
+reveal is in xaijax/reveal/case.py, the corrections' stages (correct, measure) in
+xaijax/corrections/stages.py, the quality stage in xaijax/quality/stage.py.
+
 Over several processes (xaijax/distributed.py) all of them train together; every other stage
 runs on process 0, and the others read what it wrote.
 """
@@ -28,8 +32,6 @@ from xaijax.workdir import (
   DATASET_FILE,
   EVALUATION_FILE,
   EXPLANATION_FILE,
-  QUALITY_FIGURE,
-  QUALITY_FILE,
   REMEDIED_IMAGES_FILE,
   RESULTS_FILE,
   TIMINGS_FILE,
@@ -205,20 +207,6 @@ def reused_classifier(config, run_dir: str):
   return result
 
 
-def plain_and_corrected_runs(config, workdir: str) -> dict:
-  """The classifier runs whose seconds per epoch a case reports."""
-  from xaijax.corrections import stages as corrections
-
-  own = os.path.join(workdir, CLASSIFIER_DIR)
-  name = config.correction.name
-  if name in corrections.TRAINED_FROM_SCRATCH:
-    return {'corrected': own}
-  plain = config.correction.base_classifier or own
-  if name in corrections.FINE_TUNED:
-    return {'plain': plain, 'corrected': os.path.join(workdir, corrections.CORRECTION_DIR)}
-  return {'plain': plain}
-
-
 def evaluate_stage(config, splits: dict, result, workdir: str) -> dict:
   """Macro F1, precision and recall of every seed on the three test sets (evaluation.json)."""
   path = os.path.join(workdir, EVALUATION_FILE)
@@ -317,81 +305,6 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
   return explanation
 
 
-def quality_stage(config, splits: dict, result, workdir: str) -> dict:
-  """Can the heatmaps be trusted? Every explainer of config.quality scored by every measure on
-  test images, all seeds at once (explanation_quality.json and .png; xaijax.quality)."""
-  path = os.path.join(workdir, QUALITY_FILE)
-  if os.path.exists(path):
-    return read_json(path)
-  from xaijax.quality import summary, table
-
-  quality_config = config.quality
-  classifier = registry.build(config.model)
-  test = splits['test']
-  count = min(int(quality_config.images), len(test['label']))
-  rng = np.random.default_rng(int(quality_config.seed))
-  chosen = np.sort(rng.choice(len(test['label']), count, replace=False))
-  settings = table.Settings.from_config(quality_config, float(config.lrp.epsilon))
-  start = time.time()
-  scores = table.evaluate(
-    classifier.module,
-    result.variables,
-    classifier.preprocess(test['image'][chosen]),
-    test[quality_config.mask][chosen],
-    settings,
-    show_progress=bool(config.train.progress_bar),
-  )
-  about = {
-    'split': 'test',
-    'images': count,
-    'seeds': [int(s) for s in result.seeds],
-    'target': 'predicted class',
-    'mask_name': "overlay's pixels" if quality_config.mask == 'mask' else 'defect',
-    'settings': quality_config.to_dict(),
-    'seconds': round(time.time() - start, 1),
-  }
-  quality = summary.summarise(scores, settings, float(quality_config.sanity_threshold), about)
-  summary.write_figure(os.path.join(workdir, QUALITY_FIGURE), quality)
-  quality['figure'] = QUALITY_FIGURE
-  write_json(path, quality)
-  logging.info('explanation quality: %s', quality['verdict'])
-  return quality
-
-
-def measure_stage(config, splits: dict, result, workdir: str) -> dict:
-  """What a model correction is judged by besides F1 and relevance (correction.json): TCAV
-  sensitivity to the artifact's concept, validation F1 with overlays swapped, seconds per epoch.
-  Run for the Original model too, the reference of every correction."""
-  from xaijax.corrections import stages as corrections
-
-  return corrections.measures_stage(
-    config, splits, result, workdir, plain_and_corrected_runs(config, workdir)
-  )
-
-
-def why_no_measures(config, splits: dict, result) -> str | None:
-  """Why a case without a correction cannot carry the corrections' reference measures (None: it
-  can): they need the overlays' ground truth and the concept layer `correction.layer`."""
-  if config.correction.name != 'none':
-    return None
-  if not data.ground_truth(config.data)['overlay_masks']:
-    return 'the data has no overlay masks'
-  from xaijax.corrections import activations
-
-  classifier = registry.build(config.model)
-  one_seed = jax.tree.map(lambda leaf: leaf[0], result.variables)
-  try:
-    activations.feature_shape(
-      classifier.module,
-      one_seed,
-      classifier.preprocess(splits['validation']['image'][:1]),
-      config.correction.layer,
-    )
-  except ValueError as error:
-    return str(error)
-  return None
-
-
 def reveal_stage(config, splits: dict, workdir: str) -> dict:
   """remedy.region='found' or correction.masks='found': reveal the Original model (trained here,
   or the one in reveal.model_workdir) and find the masks the remedy or correction acts on
@@ -413,6 +326,8 @@ def match_class_count(config) -> None:
 
 def run(config, workdir: str) -> dict:
   """Every stage of the case `config` describes, in `workdir`; returns what results.json holds."""
+  from xaijax.corrections import stages as corrections
+
   config_checks.validate(config)
   match_class_count(config)
   registry.build(config.model)  # a user's classifier that cannot be built fails now, not later
@@ -443,17 +358,17 @@ def run(config, workdir: str) -> dict:
   splits = timed('remedy', remedy_stage, config, splits, workdir)
   result = timed('train', train_stage, config, splits, workdir)
   if config.correction.name in ('pclarc', 'aclarc', 'rrclarc'):
-    from xaijax.corrections import stages as corrections
-
     result = timed('correct', corrections.correct_stage, config, splits, result, workdir)
   timed('evaluate', evaluate_stage, config, splits, result, workdir)
   timed('explain', explain_stage, config, splits, result, workdir)
   if config.quality.enabled:
-    timed('quality', quality_stage, config, splits, result, workdir)
+    from xaijax.quality import stage as quality
+
+    timed('quality', quality.quality_stage, config, splits, result, workdir)
   if config.remedy.name == 'none':
-    skip = why_no_measures(config, splits, result)
+    skip = corrections.why_no_measures(config, splits, result)
     if skip is None:
-      timed('measure', measure_stage, config, splits, result, workdir)
+      timed('measure', corrections.measures_stage, config, splits, result, workdir)
     else:
       logging.info('no TCAV / swapped-overlay measures: %s', skip)
   with distributed.writer_first('report'):

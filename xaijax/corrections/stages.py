@@ -28,10 +28,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from xaijax import evaluation
+from xaijax import data, evaluation
 from xaijax.corrections import activations, clarc, masks, rrr
 from xaijax.models import registry
-from xaijax.workdir import read_json, write_json
+from xaijax.workdir import CLASSIFIER_DIR, read_json, write_json
 
 CORRECTION_DIR = 'correction'  # the fine-tuning run of A-/RR-ClArC
 CONCEPT_FILE = 'concept.npz'  # the concept (CAV basis and means) of every seed
@@ -264,6 +264,39 @@ def correct_stage(config, splits: dict, base_result, workdir: str):
 # ----------------------------------------------------------------------------- measures
 
 
+def plain_and_corrected_runs(config, workdir: str) -> dict:
+  """The classifier runs whose seconds per epoch a case reports."""
+  own = os.path.join(workdir, CLASSIFIER_DIR)
+  name = config.correction.name
+  if name in TRAINED_FROM_SCRATCH:
+    return {'corrected': own}
+  plain = config.correction.base_classifier or own
+  if name in FINE_TUNED:
+    return {'plain': plain, 'corrected': os.path.join(workdir, CORRECTION_DIR)}
+  return {'plain': plain}
+
+
+def why_no_measures(config, splits: dict, result) -> str | None:
+  """Why a case without a correction cannot carry the corrections' reference measures (None: it
+  can): they need the overlays' ground truth and the concept layer `correction.layer`."""
+  if config.correction.name != 'none':
+    return None
+  if not data.ground_truth(config.data)['overlay_masks']:
+    return 'the data has no overlay masks'
+  classifier = registry.build(config.model)
+  one_seed = jax.tree.map(lambda leaf: leaf[0], result.variables)
+  try:
+    activations.feature_shape(
+      classifier.module,
+      one_seed,
+      classifier.preprocess(splits['validation']['image'][:1]),
+      config.correction.layer,
+    )
+  except ValueError as error:
+    return str(error)
+  return None
+
+
 def concept_sensitivity(config, classifier, variables, concept, images) -> list[float]:
   """Per seed: mean over `images` of TCAV's |grad_a y_hat . v| (norm within the concept's span)."""
   model = concept_model(config, classifier, concept)
@@ -289,9 +322,11 @@ def concept_sensitivity(config, classifier, variables, concept, images) -> list[
   return per_seed
 
 
-def measures_stage(config, splits: dict, result, workdir: str, classifier_dirs: dict) -> dict:
-  """TCAV sensitivity, validation macro-F1 (as distributed, overlays swapped), seconds per epoch
-  of the runs in `classifier_dirs` ({'plain': dir, 'corrected': dir}); correction.json."""
+def measures_stage(config, splits: dict, result, workdir: str) -> dict:
+  """What a model correction is judged by besides F1 and relevance (correction.json): TCAV
+  sensitivity to the artifact's concept, validation macro-F1 (as distributed, overlays swapped),
+  seconds per epoch of the plain and corrected runs (`plain_and_corrected_runs`). Run for the
+  Original model too, the reference of every correction."""
   path = os.path.join(workdir, MEASURES_FILE)
   if os.path.exists(path):
     return read_json(path)
@@ -313,6 +348,7 @@ def measures_stage(config, splits: dict, result, workdir: str, classifier_dirs: 
     num_classes=int(config.model.num_classes),
     batch_size=int(config.train.eval_batch_size),
   )
+  classifier_dirs = plain_and_corrected_runs(config, workdir)
   seconds = {name: seconds_per_epoch(run_dir) for name, run_dir in classifier_dirs.items()}
   measures = {
     'correction': config.correction.to_dict(),

@@ -4,7 +4,8 @@ for every explainer, batched, jit-compiled and vmapped over seeds (measures name
 Modules: `explainers` (one signature for gradient, gradient x input, integrated gradients,
 SmoothGrad, the controls and the LRP composites), `randomisation` (MPRT, EfficientMPRT,
 RandomLogit), `faithfulness` (RegionPerturbation, AOPC, FaithfulnessCorrelation), `localisation`,
-`complexity`, `maps` (normalisation, Spearman, SSIM), `table` (all of it for a trained case).
+`complexity`, `maps` (normalisation, Spearman, SSIM), `table` (all of it for a trained case),
+`summary` (verdict and figure), `stage` (the workflow's quality stage).
 """
 
 from xaijax.quality import complexity, explainers, faithfulness, localisation, maps, randomisation
