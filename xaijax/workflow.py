@@ -149,19 +149,6 @@ def inpainting_stage(config, splits: dict, workdir: str) -> dict:
   )
 
 
-def initial_variables(config, classifier: registry.Classifier):
-  """Pretrained weights from `model.init_from` (a Keras MobileNet file), or None."""
-  if not config.model.init_from:
-    return None
-  from xaijax.models import keras_import
-
-  resolution, channels = config.data.resolution, int(config.model.channels)
-  template = classifier.module.init(
-    jax.random.PRNGKey(0), np.zeros((1, resolution, resolution, channels), np.float32), train=False
-  )
-  return keras_import.load_keras_mobilenet(os.path.expanduser(config.model.init_from), template)
-
-
 def train_stage(config, splits: dict, workdir: str):
   """The case's classifier, every seed; an RRR case trains with its penalty, a ClArC case trains
   (or reuses, `correction.base_classifier`) the Original model it then corrects."""
@@ -184,7 +171,7 @@ def train_stage(config, splits: dict, workdir: str):
     run_dir,
     classifier,
     on_epoch_end=timer,
-    initial_variables=initial_variables(config, classifier),
+    initial_variables=registry.initial_variables(config, classifier),
     penalty=penalty,
   )
   timer.write()

@@ -28,6 +28,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from xaijax.models import mobilenet
 
@@ -123,3 +124,16 @@ def load_class(name: str) -> type:
   if not hasattr(module, class_name):
     raise ValueError(f'model.name={name!r}: {location} defines no {class_name!r}.')
   return getattr(module, class_name)
+
+
+def initial_variables(config, classifier: Classifier):
+  """Pretrained weights from `model.init_from` (a Keras MobileNet file), or None."""
+  if not config.model.init_from:
+    return None
+  from xaijax.models import keras_import
+
+  resolution, channels = config.data.resolution, int(config.model.channels)
+  template = classifier.module.init(
+    jax.random.PRNGKey(0), np.zeros((1, resolution, resolution, channels), np.float32), train=False
+  )
+  return keras_import.load_keras_mobilenet(os.path.expanduser(config.model.init_from), template)

@@ -83,8 +83,6 @@ def original_model(config, splits: dict, workdir: str):
         f'({CLASSIFIER_DIR}/train_result.json); let that run finish first'
       )
     return result, f'the Original model of {model_workdir}'
-  from xaijax import workflow
-
   original = ml_collections.ConfigDict(config.to_dict())
   original.remedy.name, original.remedy.region = 'none', 'strips'
   original.correction.name, original.correction.masks = 'none', 'mask'
@@ -95,7 +93,7 @@ def original_model(config, splits: dict, workdir: str):
     {'train': splits['train'], 'validation': splits['validation']},
     os.path.join(directory, CLASSIFIER_DIR),
     classifier,
-    initial_variables=workflow.initial_variables(config, classifier),
+    initial_variables=registry.initial_variables(config, classifier),
   )
   return result, f'the Original model trained in {directory}'
 
