@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xaijax.models import registry
+
 SCORE_NAMES = ('f1', 'precision', 'recall')
 
 
@@ -169,3 +171,16 @@ def evaluate_splits(
     )
     results[name] = evaluate_logits(logits, split['label'], num_classes)
   return results
+
+
+def evaluate_case(config, variables_stacked, splits: Mapping[str, Mapping[str, np.ndarray]]):
+  """`evaluate_splits` with the case's classifier (`config.model`) and its evaluation batch."""
+  classifier = registry.build(config.model)
+  return evaluate_splits(
+    classifier.module,
+    variables_stacked,
+    splits,
+    preprocess=classifier.preprocess,
+    num_classes=int(config.model.num_classes),
+    batch_size=int(config.train.eval_batch_size),
+  )

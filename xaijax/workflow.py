@@ -199,14 +199,8 @@ def evaluate_stage(config, splits: dict, result, workdir: str) -> dict:
   path = os.path.join(workdir, EVALUATION_FILE)
   if os.path.exists(path):
     return read_json(path)
-  classifier = registry.build(config.model)
-  scores = evaluation.evaluate_splits(
-    classifier.module,
-    result.variables,
-    {name: splits[name] for name in report.test_splits(config.data)},
-    preprocess=classifier.preprocess,
-    num_classes=int(config.model.num_classes),
-    batch_size=int(config.train.eval_batch_size),
+  scores = evaluation.evaluate_case(
+    config, result.variables, {name: splits[name] for name in report.test_splits(config.data)}
   )
   write_json(path, scores)
   return scores

@@ -340,14 +340,7 @@ def measures_stage(config, splits: dict, result, workdir: str) -> dict:
     'validation': splits['validation'],
     'validation_overlays_swapped': masks.swap_overlays(splits['validation'], SWAP_SEED),
   }
-  scores = evaluation.evaluate_splits(
-    classifier.module,
-    result.variables,
-    validation,
-    preprocess=classifier.preprocess,
-    num_classes=int(config.model.num_classes),
-    batch_size=int(config.train.eval_batch_size),
-  )
+  scores = evaluation.evaluate_case(config, result.variables, validation)
   classifier_dirs = plain_and_corrected_runs(config, workdir)
   seconds = {name: seconds_per_epoch(run_dir) for name, run_dir in classifier_dirs.items()}
   measures = {

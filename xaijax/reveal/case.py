@@ -103,14 +103,8 @@ def original_scores(config, splits: dict, result, workdir: str, test_splits) -> 
   path = os.path.join(workdir, REVEAL_DIR, ORIGINAL_SCORES_FILE)
   if os.path.exists(path):
     return read_json(path)
-  classifier = registry.build(config.model)
-  scores = evaluation.evaluate_splits(
-    classifier.module,
-    result.variables,
-    {name: splits[name] for name in test_splits},
-    preprocess=classifier.preprocess,
-    num_classes=int(config.model.num_classes),
-    batch_size=int(config.train.eval_batch_size),
+  scores = evaluation.evaluate_case(
+    config, result.variables, {name: splits[name] for name in test_splits}
   )
   compact = {name: {'mean': s['mean'], 'std': s['std']} for name, s in scores.items()}
   os.makedirs(os.path.dirname(path), exist_ok=True)
