@@ -163,7 +163,25 @@ def packed_slot_count(num_active: int, seed_devices: int, num_slots: int) -> int
   return min(num_slots, seed_devices * 2 ** math.ceil(math.log2(per_device)))
 
 
-class VmapSeeds:
+class _SeedRunner:
+  """What both runners share: the seed states, laid out as the runner's `seed_sharding` says."""
+
+  settings: Settings
+  seed_sharding: NamedSharding | None = None
+
+  def init_states(self, seeds, learning_rates, sample_images, *, max_epochs: int, active):
+    return init_seed_states(
+      seeds,
+      learning_rates,
+      sample_images,
+      settings=self.settings,
+      max_epochs=max_epochs,
+      active=active,
+      sharding=self.seed_sharding,
+    )
+
+
+class VmapSeeds(_SeedRunner):
   """All seeds in one program per epoch over a ('seeds', 'data') mesh of `devices`.
 
   `num_slots` is the seed axis length: the seeds, padded to a multiple of the 'seeds' axis.
@@ -197,17 +215,6 @@ class VmapSeeds:
     self.slots_run = 0  # seed-epochs computed, padding and stopped seeds included
     self._run = epoch_program(settings, self.seed_sharding)
 
-  def init_states(self, seeds, learning_rates, sample_images, *, max_epochs: int, active):
-    return init_seed_states(
-      seeds,
-      learning_rates,
-      sample_images,
-      settings=self.settings,
-      max_epochs=max_epochs,
-      active=active,
-      sharding=self.seed_sharding,
-    )
-
   def place_state(self, state):
     return jax.device_put(state, self.seed_sharding)
 
@@ -236,7 +243,7 @@ class VmapSeeds:
     )
 
 
-class LoopSeeds:
+class LoopSeeds(_SeedRunner):
   """One seed at a time (seed axis of 1), skipping seeds that have stopped."""
 
   num_devices = seed_devices = data_devices = 1
@@ -251,16 +258,6 @@ class LoopSeeds:
       'validation_f1': jnp.full((1,), jnp.nan, jnp.float32),
       'trained': jnp.zeros((1,), bool),
     }
-
-  def init_states(self, seeds, learning_rates, sample_images, *, max_epochs: int, active):
-    return init_seed_states(
-      seeds,
-      learning_rates,
-      sample_images,
-      settings=self.settings,
-      max_epochs=max_epochs,
-      active=active,
-    )
 
   def place_state(self, state):
     return jax.device_put(state, jax.local_devices()[0])
