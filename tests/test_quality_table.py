@@ -167,6 +167,25 @@ def test_only_the_chosen_measures_run(trained):
   assert chosen['mprt_curves'] == {} and chosen['region_curves'] == {'edges': {}}
 
 
+def test_randomisation_scores_from_given_maps_match_those_it_explains(trained):
+  """Given the trained model's maps (as Quantus takes a_batch), the randomisation measures come
+  out the same as when the table explains them itself."""
+  model, variables, images, _ = trained
+  settings = small_settings(explainers=('gradient',))
+  quality = table.QualityTable(model, settings)
+  x = jnp.asarray(images)
+  targets = jnp.argmax(jax.vmap(quality.logits, in_axes=(0, None))(variables, x), axis=-1)
+  cascade = quality.cascade(variables, x, num_classes=2)
+  maps, explained = quality.randomisation_scores('gradient', variables, x, targets, cascade)
+  given_maps, given = quality.randomisation_scores(
+    'gradient', variables, x, targets, cascade, original=maps
+  )
+  np.testing.assert_array_equal(np.asarray(given_maps), np.asarray(maps))
+  assert set(given) == set(explained) >= {'MPRT', 'EfficientMPRT', 'RandomLogit'}
+  for name, values in explained.items():
+    np.testing.assert_allclose(np.asarray(given[name]), np.asarray(values), rtol=1e-5, atol=1e-6)
+
+
 def test_verdict_when_nothing_passes():
   failing = {'random': {'MPRT': {'mean': 1.0}}, 'edges': {'MPRT': {'mean': 0.9}}}
   verdict = summary.choose_explainer(failing, 0.5)

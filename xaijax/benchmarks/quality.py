@@ -10,7 +10,9 @@ The reference is Quantus 0.6.0 on the same MobileNet in PyTorch with the same we
 the model called one image at a time through a compiled JAX function). Ours is what the quality
 stage runs (`xaijax.quality.table.QualityTable`), on one seed. The heatmaps are the gradient
 maps of the model; MPRT randomises every layer on both sides (Quantus' default), EfficientMPRT
-only the whole model, RandomLogit and the MPRT measures include their explanations. For each
+only the whole model. Both sides compute the randomised models' and the other class's
+explanations; the trained model's are given (Quantus' `a_batch`), except in MPRT, where Quantus
+computes them again and so do we. For each
 measure the two sides run in their own worker processes, taking turns (`time_interleaved`); a
 `<measure>_ratio` line gives the reference's seconds over ours.
 """
@@ -99,8 +101,11 @@ def ours_stepper(args, measure):
   x, targets, maps = jnp.asarray(x), jnp.asarray(targets)[None], jnp.asarray(maps)[None]
   if measure in _RANDOMISATION:
     cascade = quality.cascade(one_seed, x, NUM_CLASSES)
+    # Quantus' MPRT explains the trained model again even when given a_batch; its RandomLogit and
+    # EfficientMPRT use a_batch. So do ours.
+    original = None if measure == 'MPRT' else maps
     return lambda: jax.block_until_ready(
-      quality.randomisation_scores('gradient', one_seed, x, targets, cascade)
+      quality.randomisation_scores('gradient', one_seed, x, targets, cascade, original)
     )
   if measure in _FAITHFULNESS:
     return lambda: jax.block_until_ready(quality.faithfulness_scores(one_seed, x, maps, targets))

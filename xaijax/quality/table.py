@@ -219,12 +219,14 @@ class QualityTable:
       'num_classes': num_classes,
     }
 
-  def explanations(self, method, variables, x, targets, cascade):
+  def explanations(self, method, variables, x, targets, cascade, with_original: bool = True):
     """Maps [S, V, N, H, W] of every model an explainer must explain, seed by seed: the trained
-    one for the target class, for another class (RandomLogit), and the randomised ones of the
-    MPRT cascade; and where in V those start."""
+    one for the target class (unless `with_original` is False: its maps are known), for another
+    class (RandomLogit), and the randomised ones of the MPRT cascade; and where in V the other
+    class's and the cascade's maps start."""
     settings = self.settings
-    variants = [(0, targets)]
+    variants = [(0, targets)] if with_original else []
+    other_at = len(variants)
     if settings.wants('RandomLogit'):
       other = randomisation.other_classes(self._keys[2], targets, cascade['num_classes'])
       variants.append((0, other))
@@ -247,13 +249,21 @@ class QualityTable:
       method, stacked, x, variant_targets, self._keys[1]
     )
     seeds = targets.shape[0]
-    return relevance.sum(axis=-1).reshape((seeds, len(variants)) + x.shape[:3]), mprt_from
+    maps = relevance.sum(axis=-1).reshape((seeds, len(variants)) + x.shape[:3])
+    return maps, other_at, mprt_from
 
-  def randomisation_scores(self, method, variables, x, targets, cascade):
+  def randomisation_scores(self, method, variables, x, targets, cascade, original=None):
     """(maps [S, N, H, W] of the trained model, {measure: [S, N]}) for MPRT, MPRT_SSIM,
-    EfficientMPRT, RandomLogit, plus the cascade curves 'spearman' and 'ssim' [S, cuts, N]."""
-    maps, mprt_from = self.explanations(method, variables, x, targets, cascade)
-    original, scores = maps[:, 0], {}
+    EfficientMPRT, RandomLogit, plus the cascade curves 'spearman' and 'ssim' [S, cuts, N].
+
+    `original`: the trained model's maps for `targets` where they are known already (as Quantus
+    takes `a_batch`); None explains them here too, in the same call as the rest.
+    """
+    given = original is not None
+    maps, other_at, mprt_from = self.explanations(
+      method, variables, x, targets, cascade, with_original=not given
+    )
+    original, scores = (original if given else maps[:, 0]), {}
     if self.settings.wants(*_MPRT_MEASURES):
       mprt = self._compare(original, maps[:, mprt_from:])
       scores['MPRT'] = mprt['spearman'][:, -1]
@@ -261,7 +271,7 @@ class QualityTable:
       scores['EfficientMPRT'] = self._efficient_mprt(original, mprt['entropy'][:, -1])
       scores['spearman'], scores['ssim'] = mprt['spearman'], mprt['ssim']
     if self.settings.wants('RandomLogit'):
-      scores['RandomLogit'] = self._random_logit(original, maps[:, 1])
+      scores['RandomLogit'] = self._random_logit(original, maps[:, other_at])
     return original, scores
 
   def faithfulness_scores(self, variables, x, maps, targets) -> dict:
