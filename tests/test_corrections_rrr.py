@@ -109,6 +109,42 @@ def test_penalty_gradients_match_finite_differences_in_float64(which):
     assert abs(analytic - numeric) <= 1e-6 * max(abs(numeric), 1e-3), (analytic, numeric)
 
 
+def test_lrp_penalty_explains_the_network_the_step_trains():
+  """The LRP penalty folds BatchNorm with the batch's own mean and variance (computed by hand
+  here from the convolution's output), not with the running statistics: its value is the share
+  of `lrp.explain` on those variables, and differs from the share with the running ones."""
+  rng = np.random.default_rng(4)
+  model = SmallConvNet()
+  inputs, mask = images_and_mask(rng, 6, 8)
+  inputs = inputs.astype(jnp.float32)
+  variables = model.init(jax.random.key(2), inputs)
+  variables['batch_stats'] = jax.tree.map(
+    lambda v: v + jnp.asarray(rng.uniform(0.5, 1.0, v.shape), v.dtype), variables['batch_stats']
+  )
+  penalty = rrr.LrpPenalty(weight=1.0, model=model, composite='epsilon', epsilon=0.1)
+  _, _, value = penalty(
+    training_forward(model, variables['batch_stats']),
+    variables,
+    inputs,
+    {masks.CORRECTION_MASK_KEY: mask},
+  )
+
+  conv = nn.Conv(4, (3, 3), use_bias=False)
+  features = np.asarray(
+    conv.apply({'params': variables['params']['Conv_0']}, inputs), np.float64
+  ).reshape(-1, 4)
+  batch_stats = {'BatchNorm_0': {'mean': features.mean(axis=0), 'var': features.var(axis=0)}}
+
+  def share_with(stats):
+    relevance = lrp.explain(
+      model, {**variables, 'batch_stats': stats}, inputs, target=None, epsilon=0.1
+    )
+    return float(jnp.mean(rrr.relevance_share_in_mask(relevance, mask)))
+
+  np.testing.assert_allclose(float(value), share_with(batch_stats), rtol=1e-4)
+  assert abs(float(value) - share_with(variables['batch_stats'])) > 1e-3
+
+
 class SeparableBlocks(nn.Module):
   """MobileNet's depthwise (stride 1 and 2) and pointwise convolutions, implementation chosen."""
 

@@ -11,8 +11,12 @@ Two penalties for `per_seed.Settings.penalty`, each added to the cross-entropy o
 * `LrpPenalty` (new): weight * mean over the batch of the share of positive LRP relevance inside
   the mask, `lrp.metrics.relevance_mass_in_mask` of `lrp.explain` -- the very number the report
   measures -- differentiated with `jax.grad` through the LRP backward pass. LRP explains the
-  predicted class with inference BatchNorm statistics (folded into the layers), as the report does;
-  the cross-entropy's forward pass stays the training-mode one.
+  predicted class of the function the step trains: BatchNorm folded with this batch's statistics,
+  recorded from the cross-entropy's own training-mode forward pass. (Explaining with the running
+  statistics instead let the penalty and the cross-entropy act on two different networks: early
+  in training the running statistics are still near their initial values, the penalty wrecked
+  the inference-mode network while the training-mode one fitted the data, and validation F1 stayed
+  at chance.)
 
 Which composite: `epsilon` (epsilon 0.1, the report's), for two reasons. The penalty then lowers
 the number we report, not a neighbour of it; and each layer's epsilon rule is a single vjp, where
@@ -26,8 +30,10 @@ import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xaijax import lrp
 from xaijax.corrections.masks import CORRECTION_MASK_KEY
@@ -79,6 +85,33 @@ def relevance_share_in_mask(relevance, mask):
   return jnp.where(jnp.isnan(share), 0.0, share)
 
 
+def _record_batch_statistics(recorded: dict):
+  """A method interceptor that stores, for every BatchNorm the model calls in training mode, the
+  mean and (biased) variance of its input over the batch as Flax computes them, keyed by
+  (module path..., 'mean' | 'var')."""
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, nn.BatchNorm) and context.method_name == '__call__':
+      use_running_average = nn.merge_param(
+        'use_running_average', module.use_running_average, kwargs.get('use_running_average')
+      )
+      if not use_running_average:
+        x = jnp.asarray(args[0], jnp.promote_types(args[0].dtype, jnp.float32))
+        feature_axes = {a % x.ndim for a in np.atleast_1d(module.axis)}
+        axes = tuple(a for a in range(x.ndim) if a not in feature_axes)
+        mean = jnp.mean(x, axes)
+        if module.use_fast_variance:
+          variance = jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
+        else:
+          variance = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axes)
+        recorded[(*module.path, 'mean')] = mean
+        recorded[(*module.path, 'var')] = variance
+    return next_fun(*args, **kwargs)
+
+  return record
+
+
 @dataclasses.dataclass(frozen=True)
 class LrpPenalty:
   """weight * mean_n (share of positive LRP relevance of the predicted class inside the mask)."""
@@ -95,7 +128,9 @@ class LrpPenalty:
     )
 
   def __call__(self, forward, variables, inputs, batch):
-    logits, batch_stats = forward(variables, inputs)
-    relevance = self.relevance(variables, inputs)
+    with nn.intercept_methods(_record_batch_statistics(recorded := {})):
+      logits, batch_stats = forward(variables, inputs)
+    as_trained = {**variables, 'batch_stats': flax.traverse_util.unflatten_dict(recorded)}
+    relevance = self.relevance(as_trained if recorded else variables, inputs)
     share = relevance_share_in_mask(relevance, batch[CORRECTION_MASK_KEY])
     return logits, batch_stats, self.weight * jnp.mean(share)
