@@ -18,10 +18,11 @@ Two penalties for `per_seed.Settings.penalty`, each added to the cross-entropy o
   the inference-mode network while the training-mode one fitted the data, and validation F1 stayed
   at chance.)
 
-Which composite: `epsilon` (epsilon 0.1, the report's), for two reasons. The penalty then lowers
-the number we report, not a neighbour of it; and each layer's epsilon rule is a single vjp, where
-z+ and gamma need two (positive and negative parts), so the penalty's backward-of-backward is the
-cheapest LRP can give. Another composite is `correction.lrp_composite`.
+Which composite (`correction.lrp_composite`): `epsilon_plus`, z+ below the head, chosen on
+validation. `epsilon` (the report's) is the cheapest to differentiate (one vjp per layer, where z+
+needs two), but with it the network learned to move epsilon-LRP relevance off the overlay while it
+still read the logo: 0.005 of the relevance on the overlay and chance F1 once the logos are swapped
+(README: "Model corrections").
 """
 
 from __future__ import annotations
