@@ -47,7 +47,7 @@ def _model_and_penalty(args, variant):
   if variant == 'rrr':
     return model, rrr.InputGradientPenalty(1.0)
   if variant == 'rrr_lrp':
-    return model, rrr.LrpPenalty(1.0, model, 'epsilon', 0.1)
+    return model, rrr.LrpPenalty(1.0, model, args.lrp_composite, 0.1)
   feature_size = int(1024 * args.alpha)  # the head's input: MobileNet's pooled features
   concept_model = clarc.ConceptModel(model, 'conv_preds', feature_size, 1)
   return concept_model, clarc.ConceptGradientPenalty(1.0, feature_size, 'all', 'conv_preds')
@@ -141,7 +141,16 @@ def run_corrections(args) -> None:
         'ratio_to_plain': round(per_step['wall'] / plain, 3) if plain else None,
         **{
           key: getattr(args, key)
-          for key in ('resolution', 'alpha', 'batch', 'seeds', 'depthwise', 'repeats', 'steps')
+          for key in (
+            'resolution',
+            'alpha',
+            'batch',
+            'seeds',
+            'depthwise',
+            'lrp_composite',
+            'repeats',
+            'steps',
+          )
         },
         **(
           {'train_images': args.train_images, 'validation_images': args.validation_images}
@@ -164,6 +173,11 @@ def add_corrections(subparsers) -> None:
   parser.add_argument('--seeds', type=int, default=5)
   parser.add_argument(
     '--unit', choices=('step', 'epoch'), default='step', help='time one step or one whole epoch'
+  )
+  parser.add_argument(
+    '--lrp-composite',
+    default=case_config.get_config().correction.lrp_composite,
+    help="rrr_lrp's composite (default: the config's)",
   )
   parser.add_argument('--train-images', type=int, default=993)
   parser.add_argument('--validation-images', type=int, default=284)
