@@ -75,9 +75,9 @@ def relevance_share_in_mask(relevance, mask):
 
   The share does not change when a map is scaled, so each map is first divided by its largest
   |relevance|, held constant: the gradient is the same, but it stays inside float32 where the
-  epsilon rule has absorbed nearly all relevance. Early in training (inference BatchNorm
-  statistics still at their initial values) the totals were about 1e-21; the quotient's gradient
-  squares them, which underflowed to 0 and made the loss gradient NaN.
+  epsilon rule has absorbed nearly all relevance. An untrained MobileNet explained with its initial
+  running statistics gave totals of about 1e-21; the quotient's gradient squares them, which
+  underflowed to 0 and made the loss gradient NaN.
   """
   axes = tuple(range(1, relevance.ndim))
   scale = jax.lax.stop_gradient(jnp.max(jnp.abs(relevance), axis=axes, keepdims=True))

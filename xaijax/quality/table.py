@@ -259,11 +259,12 @@ class QualityTable:
     `original`: the trained model's maps for `targets` where they are known already (as Quantus
     takes `a_batch`); None explains them here too, in the same call as the rest.
     """
-    given = original is not None
     maps, other_at, mprt_from = self.explanations(
-      method, variables, x, targets, cascade, with_original=not given
+      method, variables, x, targets, cascade, with_original=original is None
     )
-    original, scores = (original if given else maps[:, 0]), {}
+    if original is None:
+      original = maps[:, 0]
+    scores = {}
     if self.settings.wants(*_MPRT_MEASURES):
       mprt = self._compare(original, maps[:, mprt_from:])
       scores['MPRT'] = mprt['spearman'][:, -1]
