@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from xaijax.reveal import evidence, localisation
+from xaijax.data import overlays
+from xaijax.reveal import evidence, localisation, truth
 
 
 def blob_maps(count=6, size=32, side=6, seed=0):
@@ -138,3 +139,37 @@ def test_a_shortcut_needs_a_flip_beyond_the_control_a_small_outline_and_its_rele
   assert not evidence.is_shortcut({**strong, 'mask_area': 0.3}, Thresholds)
   assert not evidence.is_shortcut({**strong, 'relevance_in_mask': 0.1}, Thresholds)
   assert not evidence.is_shortcut({**strong, 'flip_rate': float('nan')}, Thresholds)
+
+
+def test_the_planted_attack_pastes_each_class_own_artifact_under_its_true_mask():
+  rng = np.random.default_rng(1)
+  size = 24
+  images = rng.integers(20, 200, (30, size, size, 1)).astype(np.uint8)
+  labels = np.repeat([0, 1, 2], 10)
+  masks = np.zeros((30, size, size, 1), np.uint8)
+  logos = np.full(30, -1)
+  # Class 1's own logo is a white square the patch reader answers 7 to; class 2's images carry
+  # class 0's logo (not their own), which the attack must ignore.
+  for i in range(10, 15):
+    images[i, 2:6, 3:7] = 255
+    masks[i, 2:6, 3:7] = 1
+    logos[i] = overlays.logo_of_class(1)
+  logos[20:25] = overlays.logo_of_class(0)
+  masks[20:25, 10:14, 10:14] = 1
+  splits = {'train': {'image': images, 'label': labels, 'mask': masks, 'logo': logos}}
+  receivers = np.concatenate([np.full((20, size, size, 1), v, np.uint8) for v in (30, 90, 150)])
+  receiving = (
+    {'image': receivers, 'label': np.repeat([0, 3, 2], 20)},
+    patch_reader(receivers),
+  )
+  rows = truth.planted_attack(patch_reader, splits, 'train', receiving, rng, count=40)
+  assert [(r['class'], r['artifact_images']) for r in rows] == [(1, 5)]
+  # Pasted under its own class's label 1 the square turns receivers into 7, not 1: no flip.
+  assert rows[0]['flip_rate'] == 0.0 and rows[0]['pairs'] == 40
+  relabelled = np.where(labels == 1, 7, labels)
+  seven_logos = np.where(logos == overlays.logo_of_class(1), overlays.logo_of_class(7), logos)
+  seven = {'train': {**splits['train'], 'label': relabelled, 'logo': seven_logos}}
+  rows = truth.planted_attack(patch_reader, seven, 'train', receiving, rng, count=40)
+  assert rows == [
+    {'class': 7, 'artifact_images': 5, 'flip_rate': 1.0, 'control_flip_rate': 0.0, 'pairs': 40}
+  ]

@@ -73,6 +73,8 @@ def test_found_masks_drive_the_remedy_and_land_in_the_report(found_case):
     assert entry['num_clusters'] == len(entry['clusters'])
     assert sum(c['items'] for c in entry['clusters']) == entry['items']
   assert results['reveal']['shortcuts'] == reveal['shortcuts']
+  planted = reveal['ground_truth']['planted_attack']
+  assert planted and all(0 <= row['flip_rate'] <= 1 for row in planted)
   assert set(results['reveal']['original_scores']) == {'test', 'test_clean', 'test_attacked'}
   config = case_config.load_config_file(
     os.path.join(ROOT, 'configs', 'telea.py'), 'overlay_mode=poisoned,overlay_placement=anywhere'
@@ -89,6 +91,7 @@ def test_found_masks_drive_the_remedy_and_land_in_the_report(found_case):
     assert any((remedied[n] != splits[n]['image']).any() for n in splits), 'telea changed nothing'
   report = (run / 'report.md').read_text()
   assert '## Reveal' in report and 'reveal/reveal_clusters.png' in report
+  assert 'Did the model learn the planted shortcut?' in report
   for figure in reveal['figures']:
     assert (run / 'reveal' / figure).stat().st_size > 2000, figure
   assert (run / 'original' / 'classifier' / 'train_result.json').exists()

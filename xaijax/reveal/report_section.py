@@ -113,6 +113,22 @@ def _truth_lines(truth: dict, classes: list) -> list:
       f'{row["precision"]:.2f} | {row["recall"]:.2f} | '
       f'{"yes" if row["top_cluster_has_shortcut_evidence"] else "no"} |'
     )
+  attack = truth.get('planted_attack') or []
+  if attack:
+    lines += [
+      '',
+      'Did the model learn the planted shortcut? The same paste-and-flip attack with the true '
+      "artifact (the class's own logo under its exact mask) instead of a cluster's outline; the "
+      "reveal's attack can flip no more than this:",
+      '',
+      '| class | artifact images | flip rate | control | pairs |',
+      '|---|---|---|---|---|',
+    ]
+    for row in attack:
+      lines.append(
+        f'| {names[row["class"]]} | {row["artifact_images"]} | {_number(row["flip_rate"])} | '
+        f'{_number(row["control_flip_rate"])} | {row["pairs"]} |'
+      )
   lines += [
     '',
     'Found masks against the true overlay masks, per split (detection: which images show one; IoU '

@@ -185,6 +185,14 @@ def reveal(
     summary['ground_truth'] = truth.scores(
       splits, settings.split, classes, kept, found_items, found_masks
     )
+    summary['ground_truth']['planted_attack'] = truth.planted_attack(
+      model.predict,
+      splits,
+      settings.split,
+      (receivers, receiver_predictions),
+      np.random.default_rng(int(settings.seed)),
+      int(settings.attack_images),
+    )
   else:
     summary['ground_truth'] = None
     summary['ground_truth_note'] = (

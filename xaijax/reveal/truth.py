@@ -14,6 +14,42 @@ def _nanmean(values) -> float:
   return float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
 
 
+def carries_own_artifact(split) -> np.ndarray:
+  """bool [N]: which images carry their own class's logo (the artifact tied to the class)."""
+  own = np.asarray([overlays.logo_of_class(label) for label in split['label']])
+  return (split['logo'] >= 0) & (split['logo'] == own)
+
+
+def planted_attack(predict, splits, split_name, receiving, rng, count: int) -> list[dict]:
+  """Did the model learn the planted shortcut at all? Per class with artifact images: the
+  paste-and-flip attack with the true artifact (its exact mask) instead of a cluster's outline.
+
+  The reveal's own attack can flip no more than this; a class whose true artifact flips nothing
+  has a shortcut in the data, not in the model, and only the clustering can find it there.
+  """
+  from xaijax.reveal import evidence
+
+  source = splits[split_name]
+  receivers, receiver_predictions = receiving
+  carrying = carries_own_artifact(source)
+  rows = []
+  for label in np.unique(source['label'][carrying]):
+    donors = np.flatnonzero(carrying & (source['label'] == label))
+    rates = evidence.flip_rates(
+      predict,
+      int(label),
+      source['image'][donors],
+      source['mask'][donors][..., 0] > 0,
+      receivers['image'],
+      receiver_predictions,
+      receivers['label'],
+      rng,
+      count,
+    )
+    rows.append({'class': int(label), 'artifact_images': len(donors), **rates})
+  return rows
+
+
 def scores(splits, split_name, classes, kept, found_items, found_masks) -> dict:
   """How the reveal compares with the truth the synthetic data keeps.
 
@@ -23,9 +59,7 @@ def scores(splits, split_name, classes, kept, found_items, found_masks) -> dict:
   pixel recall (an image whose overlay was missed counts as IoU 0 in `iou_all`).
   """
   source = splits[split_name]
-  carries = (source['logo'] >= 0) & (
-    source['logo'] == np.asarray([overlays.logo_of_class(label) for label in source['label']])
-  )
+  carries = carries_own_artifact(source)
   per_class = []
   for entry in classes:
     if not entry['clusters']:
