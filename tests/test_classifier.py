@@ -240,6 +240,39 @@ def test_resume_with_the_other_seed_strategy(reference, killed_workdir, tmp_path
   assert_same_result(resumed, expected, exact=False)
 
 
+def test_an_identical_run_is_copied_and_one_on_other_data_trains(reference, tmp_path):
+  source, expected = reference
+  epochs_seen = []
+  copied = train(
+    base_config(reuse_identical_run=str(source)),
+    tmp_path / 'copy',
+    on_epoch_end=lambda epoch, _: epochs_seen.append(epoch),
+  )
+  assert epochs_seen == [], 'the identical run was copied, not trained'
+  assert_same_result(copied, expected, exact=True)
+  assert (tmp_path / 'copy' / train_result.DATA_DIGEST_FILE).read_text() == (
+    source / train_result.DATA_DIGEST_FILE
+  ).read_text()
+  # One pixel of one training image differs: the digest does, so the run trains.
+  splits = make_splits()
+  splits['train']['image'][0, 0, 0, 0] += 1
+  classifier.train_classifier(
+    base_config(reuse_identical_run=str(source), epochs=1),
+    splits,
+    str(tmp_path / 'other_data'),
+    tiny(),
+    on_epoch_end=lambda epoch, _: epochs_seen.append(epoch),
+  )
+  assert epochs_seen == [1]
+  # The same data under another setup (here: fewer epochs) trains too.
+  train(
+    base_config(reuse_identical_run=str(source), epochs=1),
+    tmp_path / 'other_setup',
+    on_epoch_end=lambda epoch, _: epochs_seen.append(epoch),
+  )
+  assert epochs_seen == [1, 1]
+
+
 def test_workdir_of_another_setup_is_refused(reference):
   workdir, _ = reference
   with pytest.raises(ValueError, match=r'different setup.*train'):

@@ -24,7 +24,7 @@ def settings_with(schedule, warmup, epochs, model=None):
     min_delta=0.001,
     learning_rate_schedule=schedule,
     warmup_epochs=warmup,
-    max_epochs=epochs,
+    schedule_epochs=epochs,
   )
 
 
@@ -47,12 +47,42 @@ def test_cosine_scale_follows_the_formula_and_constant_is_one():
   assert [float(per_seed.learning_rate_scale(e, constant)) for e in (1, 7, 12)] == [1.0] * 3
 
 
+def test_a_schedule_shorter_than_the_run_holds_its_last_rate():
+  warmup, schedule_epochs, epochs = 2, 8, 12
+  settings = settings_with('cosine', warmup, schedule_epochs)
+  scales = [float(per_seed.learning_rate_scale(e, settings)) for e in range(1, epochs + 1)]
+  decay = [
+    0.5 * (1 + math.cos(math.pi * (e - warmup - 1) / (schedule_epochs - warmup)))
+    for e in range(warmup + 1, schedule_epochs + 1)
+  ]
+  expected = (
+    [e / warmup for e in range(1, warmup + 1)] + decay + [decay[-1]] * (epochs - schedule_epochs)
+  )
+  np.testing.assert_allclose(scales, expected, atol=1e-6)
+  assert 0 < decay[-1] < decay[-2]
+
+
+@pytest.mark.parametrize(
+  ('schedule_epochs', 'epochs', 'spans'), [(0, 12, 12), (8, 12, 8), (40, 2, 2), (12, 12, 12)]
+)
+def test_schedule_epochs_from_the_config(schedule_epochs, epochs, spans):
+  config = case_config.get_config()
+  config.train.epochs = epochs
+  config.train.schedule_epochs = schedule_epochs
+  classifier = type('Classifier', (), {'module': None, 'preprocess': None})
+  assert per_seed.make_settings(config.train, classifier, 3).schedule_epochs == spans
+
+
 def test_paper_config_keeps_a_constant_rate_and_cpu_config_decays():
   assert case_config.get_config('paper').train.learning_rate_schedule == 'constant'
   assert case_config.get_config().train.learning_rate_schedule == 'cosine'
   config = case_config.get_config()
   config.train.warmup_epochs = -1
   with pytest.raises(ValueError, match='warmup_epochs'):
+    config_checks.validate(config)
+  config = case_config.get_config()
+  config.train.schedule_epochs = -1
+  with pytest.raises(ValueError, match='schedule_epochs'):
     config_checks.validate(config)
   config = case_config.get_config()
   config.train.learning_rate_schedule = 'step'

@@ -113,6 +113,25 @@ def test_convergence_column_follows_the_rule_on_the_training_curves(finished_stu
   assert verdict.converged == bool((trained.stopped_epoch > 0).all())
 
 
+def test_a_case_on_the_same_bytes_in_both_settings_is_trained_once(finished_study):
+  root, _, _ = finished_study
+
+  def run_files(setting, case):
+    run = root / setting / case / 'classifier'
+    return run / train_result.RESULT_FILE, (run / train_result.DATA_DIGEST_FILE).read_text()
+
+  # Crop cuts the strips, where the two settings' overlays differ: the same bytes remain.
+  (random_crop, random_digest), (spurious_crop, spurious_digest) = (
+    run_files(s, 'crop') for s in ('random', 'spurious')
+  )
+  assert random_digest == spurious_digest
+  assert spurious_crop.read_text() == random_crop.read_text()
+  # copied (shutil.copy2 keeps the modification time), not trained again to the same numbers
+  assert spurious_crop.stat().st_mtime_ns == random_crop.stat().st_mtime_ns
+  # The Original sees each setting's own overlays, so it trains in both.
+  assert run_files('random', 'original')[1] != run_files('spurious', 'original')[1]
+
+
 def test_one_setting_alone_reuses_finished_cases(finished_study):
   root, _, make_config = finished_study
   trained = root / 'random' / 'crop' / 'classifier' / 'train_result.json'

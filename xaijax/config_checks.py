@@ -131,6 +131,10 @@ def validate(config) -> None:
     )
   if int(train.warmup_epochs) < 0:
     problems.append(f'train.warmup_epochs={train.warmup_epochs}: must be at least 0')
+  if int(train.get('schedule_epochs', 0)) < 0:
+    problems.append(
+      f'train.schedule_epochs={train.schedule_epochs}: must be at least 0 (0: all of train.epochs)'
+    )
   if train.seed_strategy not in SEED_STRATEGIES:
     problems.append(f'train.seed_strategy={train.seed_strategy!r}: choose one of {SEED_STRATEGIES}')
   if int(train.devices) < 0 or int(train.data_parallel) < 0:

@@ -189,6 +189,7 @@ def run_setting(
     config.quality.enabled = bool(config.quality.enabled) and case == 'original'
     if case in _REUSES_ORIGINAL and 'original' in results:
       config.correction.base_classifier = os.path.join(directory, 'original', CLASSIFIER_DIR)
+    config.train.reuse_identical_run = _same_case_elsewhere(root, setting, case)
     results[case] = workflow.run(config, os.path.join(directory, case))
   table2 = original_on_generative_images(directory, arg, make_config)
   figure5(directory, results)
@@ -199,6 +200,16 @@ def run_setting(
     for case, result in trained.items()
   }
   return SettingOutcome(setting, arg, results, verdicts, table2)
+
+
+def _same_case_elsewhere(root: str, setting: str, case: str) -> str:
+  """The finished classifier of `case` in another overlay setting, or ''. Training copies it
+  when its data are byte for byte this setting's (a remedy that replaces the overlay's pixels)."""
+  for other in SETTINGS:
+    run_dir = os.path.join(root, other, case, CLASSIFIER_DIR)
+    if other != setting and os.path.exists(os.path.join(run_dir, train_result.RESULT_FILE)):
+      return run_dir
+  return ''
 
 
 def run_study(

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,6 +38,7 @@ from xaijax import checkpoints as checkpoints_lib
 from xaijax import distributed
 from xaijax.models import registry
 from xaijax.training import per_seed, seed_runners, train_result
+from xaijax.workdir import write_json
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -216,11 +218,17 @@ def train_classifier(
   os.makedirs(workdir, exist_ok=True)
   finished = train_result.load_train_result(workdir)
   classifier = registry.build(config.model) if classifier is None else classifier
-  train_result.check_or_write_fingerprint(
-    workdir, train_result.run_fingerprint(config, seeds, classifier.module, splits, penalty)
-  )
+  fingerprint = train_result.run_fingerprint(config, seeds, classifier.module, splits, penalty)
+  train_result.check_or_write_fingerprint(workdir, fingerprint)
   if finished is not None:
     return finished
+  digest = train_result.data_digest(splits, ('image', 'label', *getattr(penalty, 'batch_keys', ())))
+  if distributed.is_writer():
+    write_json(os.path.join(workdir, train_result.DATA_DIGEST_FILE), {'sha256': digest})
+  source = train_config.get('reuse_identical_run', '')
+  if source and train_result.copy_identical_run(source, workdir, fingerprint, digest):
+    logging.info('%s: the same run on the same data finished in %s; copied', workdir, source)
+    return train_result.load_train_result(workdir)
 
   settings = per_seed.make_settings(train_config, classifier, num_classes)
   settings = dataclasses.replace(settings, penalty=penalty)

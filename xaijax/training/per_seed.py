@@ -47,7 +47,9 @@ class Settings:
   min_delta: float
   learning_rate_schedule: str = 'constant'  # one of LEARNING_RATE_SCHEDULES
   warmup_epochs: int = 0
-  max_epochs: int = 1  # the epochs a schedule spans (config.train.epochs)
+  # The epochs a schedule's decay spans (config.train.schedule_epochs, else config.train.epochs);
+  # later epochs keep the rate of its last one.
+  schedule_epochs: int = 1
   # How one seed's batch lies over devices: PartitionSpec(<data axis>) of a seeds x data mesh
   # (seed_runners). None leaves it to the compiler (each seed's batch on one device).
   batch_sharding: jax.sharding.NamedSharding | None = None
@@ -79,15 +81,18 @@ def learning_rate_scale(epoch, settings: Settings):
   """The factor on every seed's learning rate during epoch `epoch` (1-based).
 
   'constant': 1. 'cosine': a linear warm-up over `warmup_epochs` (1/W, 2/W, ..., 1), then half a
-  cosine from 1 down towards 0, reaching 1/2 (1 + cos(pi (E - W - 1) / (E - W))) in the last epoch
-  E (`max_epochs`), so every epoch still learns and the last ones barely move the weights.
+  cosine from 1 down towards 0, reaching 1/2 (1 + cos(pi (S - W - 1) / (S - W))) in epoch S
+  (`schedule_epochs`), so every epoch still learns and the last ones barely move the weights.
+  Epochs after S keep that last, small factor: with S a patience before the epoch limit, early
+  stopping has room to see the plateau the decay ends on.
   """
   if settings.learning_rate_schedule == 'constant':
     return jnp.float32(1.0)
   epoch = jnp.asarray(epoch, jnp.float32)
   warmup = float(settings.warmup_epochs)
-  decay_epochs = max(1.0, settings.max_epochs - warmup)
-  progress = jnp.clip((epoch - warmup - 1.0) / decay_epochs, 0.0, 1.0)
+  decay_epochs = max(1.0, settings.schedule_epochs - warmup)
+  last_progress = (decay_epochs - 1.0) / decay_epochs
+  progress = jnp.clip((epoch - warmup - 1.0) / decay_epochs, 0.0, last_progress)
   cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
   if warmup > 0:
     cosine = jnp.where(epoch <= warmup, epoch / warmup, cosine)
@@ -106,7 +111,9 @@ def make_settings(train_config, classifier, num_classes: int) -> Settings:
     min_delta=float(train_config.min_delta),
     learning_rate_schedule=str(train_config.learning_rate_schedule),
     warmup_epochs=int(train_config.warmup_epochs),
-    max_epochs=int(train_config.epochs),
+    schedule_epochs=min(
+      int(train_config.get('schedule_epochs') or train_config.epochs), int(train_config.epochs)
+    ),
   )
 
 
