@@ -3,6 +3,7 @@ image folder of the test's own (no ground truth). A small plain CNN stands in fo
 compiling stays cheap; the reveal itself does not care which model it explains."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -74,7 +75,9 @@ def test_found_masks_drive_the_remedy_and_land_in_the_report(found_case):
     assert sum(c['items'] for c in entry['clusters']) == entry['items']
   assert results['reveal']['shortcuts'] == reveal['shortcuts']
   planted = reveal['ground_truth']['planted_attack']
-  assert planted and all(0 <= row['flip_rate'] <= 1 for row in planted)
+  assert planted
+  for row in planted:  # NaN where too few receivers were left to attack
+    assert 0 <= row['flip_rate'] <= 1 if row['pairs'] else math.isnan(row['flip_rate'])
   assert set(results['reveal']['original_scores']) == {'test', 'test_clean', 'test_attacked'}
   config = case_config.load_config_file(
     os.path.join(ROOT, 'configs', 'telea.py'), 'overlay_mode=poisoned,overlay_placement=anywhere'

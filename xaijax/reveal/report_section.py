@@ -118,8 +118,8 @@ def _truth_lines(truth: dict, classes: list) -> list:
     lines += [
       '',
       'Did the model learn the planted shortcut? The same paste-and-flip attack with the true '
-      "artifact (the class's own logo under its exact mask) instead of a cluster's outline; the "
-      "reveal's attack can flip no more than this:",
+      "artifact (the class's own logo under its exact mask) instead of a cluster's outline, so "
+      'about what a cluster that outlines the artifact can flip:',
       '',
       '| class | artifact images | flip rate | control | pairs |',
       '|---|---|---|---|---|',

@@ -24,8 +24,8 @@ def planted_attack(predict, splits, split_name, receiving, rng, count: int) -> l
   """Did the model learn the planted shortcut at all? Per class with artifact images: the
   paste-and-flip attack with the true artifact (its exact mask) instead of a cluster's outline.
 
-  The reveal's own attack can flip no more than this; a class whose true artifact flips nothing
-  has a shortcut in the data, not in the model, and only the clustering can find it there.
+  A cluster that outlines the artifact flips about this many; a class whose true artifact flips
+  nothing has a shortcut in the data, not in the model, and only the clustering can find it there.
   """
   from xaijax.reveal import evidence
 
