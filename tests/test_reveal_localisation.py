@@ -1,5 +1,6 @@
 """Outlines from relevance, their scores, and a cluster's evidence (the paste-and-flip attack)."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -112,6 +113,41 @@ def test_pasting_the_patch_a_model_reads_flips_it_and_the_control_does_not():
   assert missing['flip_rate'] == 0.0
   share = {'relevance_in_mask': 0.5}
   assert evidence.ranking_score({**found, **share}) > evidence.ranking_score({**missing, **share})
+
+
+def textured(rng, count, side=64):
+  return np.clip(rng.normal(128, 20, (count, side, side, 1)), 0, 255).astype(np.uint8)
+
+
+def test_repetition_is_high_for_a_copied_object_and_low_for_varied_ones():
+  rng = np.random.default_rng(2)
+  glyph = np.zeros((8, 8), np.uint8)
+  glyph[1:7, 3:5] = glyph[3:5, 1:7] = 255  # a white plus on a black square, like a logo
+  copies, varied = textured(rng, 24), textured(rng, 24)
+  copy_peaks, varied_peaks = [], []
+  for i in range(24):
+    y, x = rng.integers(4, 52, 2)
+    copies[i, y : y + 8, x : x + 8, 0] = glyph
+    # Relevance may peak anywhere on the object, not at one fixed point of it.
+    copy_peaks.append((int(y + rng.integers(0, 8)), int(x + rng.integers(0, 8))))
+    # A defect-like blob: of its own size, darkness and shape each time.
+    blob = np.zeros((64, 64), np.uint8)
+    axes = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    cv2.ellipse(blob, (int(x + 4), int(y + 4)), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    varied[i, blob > 0, 0] = rng.integers(0, 90)
+    varied_peaks.append((int(y + 4), int(x + 4)))
+  copied = evidence.pattern_repetition(copies, copy_peaks, np.random.default_rng(0))
+  other = evidence.pattern_repetition(varied, varied_peaks, np.random.default_rng(0))
+  assert copied > 0.9 and other < 0.6, (copied, other)
+  assert np.isnan(evidence.pattern_repetition(copies[:1], copy_peaks[:1], rng))
+  # Repetition ranks first; the attack's excess breaks ties.
+  flips = {'flip_rate': 0.9, 'control_flip_rate': 0.1}
+  no_flips = {'flip_rate': 0.1, 'control_flip_rate': 0.1}
+  rank = evidence.ranking_score
+  assert rank({'pattern_repetition': copied, **no_flips}) > rank(
+    {'pattern_repetition': other, **flips}
+  )
+  assert rank({'pattern_repetition': 0.5, **flips}) > rank({'pattern_repetition': 0.5, **no_flips})
 
 
 def test_the_threshold_reproducing_membership_is_the_best_f1_of_all_thresholds():

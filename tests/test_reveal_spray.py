@@ -75,6 +75,19 @@ def test_eigengap_reads_the_largest_gap_among_the_first_eigenvalues():
   # A gap beyond max_clusters is not looked at.
   assert spray.eigengap(np.array([0.0, 0.1, 0.15, 0.2, 0.9]), 2) == (1, 0.1)
   assert spray.eigengap(np.array([0.0]), 8) == (1, 0.0)
+  # At least min_clusters: the largest gap from there on, the smaller ones before it ignored.
+  values = np.array([0.0, 0.5, 0.52, 0.6, 0.61, 0.9])
+  assert spray.eigengap(values, 8) == (1, 0.5)
+  assert spray.eigengap(values, 8, min_clusters=2) == (5, pytest.approx(0.29))
+  assert spray.eigengap(values, 3, min_clusters=2) == (3, pytest.approx(0.08))
+  assert spray.eigengap(values, 8, min_clusters=99)[0] == 5  # no more than the values allow
+
+
+def test_min_clusters_splits_a_class_the_eigengap_keeps_whole():
+  points, _ = planted([60], seed=1)
+  assert spray.spray(points, seed=0).num_clusters == 1
+  split = spray.spray(points, seed=0, min_clusters=4)
+  assert split.num_clusters >= 4 and len(np.unique(split.labels)) == split.num_clusters
 
 
 def test_tiny_groups_are_one_cluster():

@@ -64,6 +64,7 @@ def _reveal_problems(config) -> list[str]:
     'neighbours',
     'eigenvectors',
     'max_clusters',
+    'min_clusters',
     'max_regions',
     'attack_images',
     'batch_size',

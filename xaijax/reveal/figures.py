@@ -101,8 +101,8 @@ def clusters_figure(
     verdict = ' EVIDENCE' if cluster['shortcut_evidence'] else ''
     axes[row, 0].set_title(
       f'{entry["class"]}:{cluster["cluster"]} {entry["name"]}{verdict}\n'
-      f'{cluster["images"]} img, flip {cluster["flip_rate"]:.2f} '
-      f'(ctrl {cluster["control_flip_rate"]:.2f})',
+      f'{cluster["images"]} img, rep {cluster.get("pattern_repetition", float("nan")):.2f}, '
+      f'flip {cluster["flip_rate"]:.2f} (ctrl {cluster["control_flip_rate"]:.2f})',
       fontsize=6,
     )
     for column, index in enumerate(images[:examples], start=1):

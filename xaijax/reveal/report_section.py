@@ -38,25 +38,28 @@ def markdown(
     f'the {model["split"]} images, grouped by {model["group_by"]} class; the number of clusters '
     f'from the eigengap; reveal wall time {summary["seconds"].get("total", 0):.0f} s.',
     '',
-    "Every class, its top-ranked cluster and its evidence (flip: share of other classes' "
-    "images whose prediction turns to the class when the cluster's outlined pixels are pasted "
-    'in; control: the same region cut from other images):',
+    'Every class, its top-ranked cluster and its evidence (repetition, what ranks the clusters: '
+    "how alike the members' pixels are around their relevance peaks, the median normalised "
+    "cross-correlation over pairs; flip: share of other classes' images whose prediction turns "
+    "to the class when the cluster's outlined pixels are pasted in; control: the same region "
+    'cut from other images):',
     '',
-    '| class | images | clusters (gap) | top cluster images | flip | control | relevance in '
-    'outline | outline area | place | shortcut evidence |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| class | images | clusters (gap) | top cluster images | repetition | flip | control | '
+    'relevance in outline | outline area | place | shortcut evidence |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for entry in summary['classes']:
     if not entry['clusters']:
       lines.append(
-        f'| {entry["name"]} | {entry["images"]} | 0 | no positive relevance | | | | | | |'
+        f'| {entry["name"]} | {entry["images"]} | 0 | no positive relevance | | | | | | | |'
       )
       continue
     top = entry['clusters'][0]
     flagged = sum(c['shortcut_evidence'] for c in entry['clusters'])
     lines.append(
       f'| {entry["name"]} | {entry["images"]} | {entry["num_clusters"]} '
-      f'({entry["eigengap"]:.3f}) | {top["images"]} | {_number(top["flip_rate"])} | '
+      f'({entry["eigengap"]:.3f}) | {top["images"]} | '
+      f'{_number(top.get("pattern_repetition"))} | {_number(top["flip_rate"])} | '
       f'{_number(top["control_flip_rate"])} | {_number(top["relevance_in_mask"])} | '
       f'{_number(top["mask_area"], 3)} | {"fixed" if top["fixed_place"] else "moving"} | '
       f'{"**yes**" if flagged else "no"} |'

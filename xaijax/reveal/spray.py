@@ -80,15 +80,19 @@ def smallest_eigenpairs(laplacian, count: int, seed: int = 0) -> tuple[np.ndarra
   return (2.0 - values)[order], vectors[:, order]
 
 
-def eigengap(eigenvalues: np.ndarray, max_clusters: int) -> tuple[int, float]:
+def eigengap(
+  eigenvalues: np.ndarray, max_clusters: int, min_clusters: int = 1
+) -> tuple[int, float]:
   """(k, gap): k clusters where the gap between the k-th and (k+1)-th smallest eigenvalue is the
-  largest for k in 1 ... max_clusters (k connected components give k zero eigenvalues)."""
+  largest for k in min_clusters ... max_clusters (k connected components give k zero
+  eigenvalues)."""
   values = np.sort(np.asarray(eigenvalues, np.float64))
   limit = min(max_clusters, len(values) - 1)
   if limit < 1:
     return 1, 0.0
+  first = min(max(1, min_clusters), limit)
   gaps = np.diff(values[: limit + 1])
-  k = int(np.argmax(gaps)) + 1
+  k = int(np.argmax(gaps[first - 1 :])) + first
   return k, float(gaps[k - 1])
 
 
@@ -99,9 +103,10 @@ def spray(
   max_clusters: int = 8,
   seed: int = 0,
   num_clusters: int = 0,
+  min_clusters: int = 1,
 ) -> Clustering:
   """Cluster samples by their explanation `features` [N, D] into `num_clusters` clusters, or as
-  many as the eigengap says when it is 0."""
+  many as the eigengap says (at least `min_clusters`) when it is 0."""
   features = np.asarray(features, np.float64)
   count = len(features)
   if count < 3:
@@ -110,7 +115,7 @@ def spray(
     )
   laplacian = normalized_laplacian(knn_affinity(features, neighbours))
   values, vectors = smallest_eigenpairs(laplacian, eigenvectors, seed)
-  k, gap = eigengap(values, max_clusters)
+  k, gap = eigengap(values, max_clusters, min_clusters)
   if num_clusters:
     k = min(int(num_clusters), count - 1, len(values))
     gap = float(values[k] - values[k - 1]) if k < len(values) else 0.0

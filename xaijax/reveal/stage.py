@@ -124,6 +124,7 @@ def reveal(
       int(settings.max_clusters),
       int(settings.seed),
       int(settings.num_clusters),
+      int(settings.get('min_clusters', 1)),
     )
     item_cluster[members] = clustering.labels
     eigenmap[members] = clustering.eigenmap
@@ -280,6 +281,11 @@ def _cluster_evidence(
     'fixed_place': region is not None,
     'concept_tightness': float(
       np.mean(evidence.cosine_to_centroid(features, features.mean(axis=0)))
+    ),
+    'pattern_repetition': evidence.pattern_repetition(
+      images[found_items.image[chosen]],
+      [evidence.peak_of(heatmaps[found_items.image[k]], found_items.masks[k]) for k in chosen],
+      np.random.default_rng(int(settings.seed)),  # its own draws: the attack's stay as they were
     ),
     **evidence.flip_rates(
       model.predict,
