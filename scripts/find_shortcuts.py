@@ -2,6 +2,7 @@
 
     python scripts/find_shortcuts.py --workdir=runs/original
     python scripts/find_shortcuts.py --workdir=runs/my_images --set=reveal.group_by=predicted
+    python scripts/find_shortcuts.py --workdir=runs/original --model_seed=1 --out=runs/reveal_seed1
 
 Works on any finished case (`main.py` left config.json and classifier/ in its workdir), your own
 image folder included; without ground truth it reports clusters and evidence only, and says so.
@@ -23,6 +24,9 @@ from xaijax.reveal import case, report_section
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a finished case (main.py --workdir).')
 _OUT = flags.DEFINE_string('out', '', "Where the reveal goes; '' = <workdir>/reveal.")
+_MODEL_SEED = flags.DEFINE_integer(
+  'model_seed', None, 'Which trained seed to reveal; default: the best on validation.'
+)
 _SET = flags.DEFINE_multi_string(
   'set', [], "Change a setting of the case's config, e.g. reveal.layer=conv_pw_11 (repeatable)."
 )
@@ -47,7 +51,9 @@ def main(argv):
   if jax.default_backend() == 'cpu':
     cpu_memory.keep_freed_memory()  # see xaijax/cpu_memory.py
   out = _OUT.value or os.path.join(_WORKDIR.value, case.REVEAL_DIR)
-  summary = case.find_shortcuts(_WORKDIR.value, out, dict(_parse(s) for s in _SET.value))
+  summary = case.find_shortcuts(
+    _WORKDIR.value, out, dict(_parse(s) for s in _SET.value), _MODEL_SEED.value
+  )
   lines = report_section.markdown({'summary': summary}, figure_dir='.')
   path = os.path.join(out, report_section.REVEAL_REPORT_FILE)
   with open(path, 'w') as f:

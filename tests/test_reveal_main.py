@@ -14,7 +14,7 @@ import pytest
 
 from tests.test_main import ROOT, run_main
 from xaijax import case_config, data
-from xaijax.reveal import stage
+from xaijax.reveal import case, stage
 
 TINY_CNN = """
 import flax.linen as nn
@@ -139,3 +139,10 @@ def test_find_shortcuts_on_a_case_trained_on_your_own_images(tmp_path, tiny_cnn)
   assert [c['name'] for c in reveal['classes']] == ['clean sheet', 'dents']
   text = (tmp_path / 'run' / 'reveal' / 'reveal.md').read_text()
   assert 'Ground truth: none' in text and '| dents |' in text
+  # A chosen seed instead of the best; one the run never trained is named in the error.
+  summary = case.find_shortcuts(str(tmp_path / 'run'), str(tmp_path / 'seed0'), model_seed=0)
+  assert summary['model']['note'].endswith('seed 0 (chosen)')
+  # One seed trained, so the best is seed 0 (as JSON: NaN, a cluster of one, equals itself).
+  assert json.dumps(summary['classes']) == json.dumps(reveal['classes'])
+  with pytest.raises(ValueError, match=r'trained seeds \[0\]; no seed 3'):
+    case.find_shortcuts(str(tmp_path / 'run'), str(tmp_path / 'seed3'), model_seed=3)

@@ -138,10 +138,16 @@ def found_masks_stage(config, splits: dict, workdir: str, test_splits) -> dict:
   }
 
 
-def find_shortcuts(workdir: str, out_dir: str | None = None, overrides: dict | None = None) -> dict:
-  """The reveal of the finished case in `workdir` (its best seed), into `out_dir` (default
-  <workdir>/reveal). Settings come from the case's config.json; `overrides` ({'reveal.layer':
-  ...}) change them. Returns the reveal's summary."""
+def find_shortcuts(
+  workdir: str,
+  out_dir: str | None = None,
+  overrides: dict | None = None,
+  model_seed: int | None = None,
+) -> dict:
+  """The reveal of the finished case in `workdir`, into `out_dir` (default <workdir>/reveal), of
+  the model of training seed `model_seed` (default: the seed with the best validation macro-F1).
+  Settings come from the case's config.json; `overrides` ({'reveal.layer': ...}) change them.
+  Returns the reveal's summary."""
   from xaijax import case_config
   from xaijax.training import train_result
 
@@ -158,14 +164,21 @@ def find_shortcuts(workdir: str, out_dir: str | None = None, overrides: dict | N
   result = train_result.load_train_result(os.path.join(workdir, CLASSIFIER_DIR))
   if result is None:
     raise ValueError(f'{workdir!r} holds no finished training ({CLASSIFIER_DIR}/train_result.json)')
+  if model_seed is None:
+    index = int(np.argmax(result.best_validation_f1))
+    note = f'seed {result.seeds[index]} (best validation macro-F1)'
+  elif model_seed in result.seeds:
+    index = list(result.seeds).index(model_seed)
+    note = f'seed {model_seed} (chosen)'
+  else:
+    raise ValueError(f'{workdir!r} trained seeds {list(result.seeds)}; no seed {model_seed}')
   splits = data_lib.load_splits(config.data)
-  best = int(np.argmax(result.best_validation_f1))
   return stage.reveal(
     config,
     splits,
-    result.variables_of(best),
+    result.variables_of(index),
     out_dir or os.path.join(workdir, REVEAL_DIR),
     data_lib.class_names(config.data),
     data_lib.ground_truth(config.data)['overlay_masks'],
-    model_note=f'the model of {workdir}, seed {result.seeds[best]} (best validation macro-F1)',
+    model_note=f'the model of {workdir}, {note}',
   )
