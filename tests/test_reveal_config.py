@@ -19,6 +19,8 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
   config.reveal.shortcut_clusters = '1-3'
   config.reveal.low, config.reveal.high = 0.5, 0.3
   config.reveal.model_workdir = '/no/such/run'
+  config.reveal.localise = 'template'
+  config.reveal.min_clusters = 0
   with pytest.raises(ValueError) as error:
     config_checks.validate(config)
   message = str(error.value)
@@ -28,6 +30,8 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
     'reveal.shortcut_clusters',
     'need 0 <= low < high <= 1',
     "reveal.model_workdir='/no/such/run': no such folder",
+    "reveal.localise='template': choose 'relevance' or 'appearance'",
+    'reveal.min_clusters=0: must be at least 1',
   ):
     assert expected in message, expected
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from xaijax.data import overlays
-from xaijax.reveal import evidence, localisation, truth
+from xaijax.reveal import appearance, evidence, localisation, truth
 
 
 def blob_maps(count=6, size=32, side=6, seed=0):
@@ -136,10 +136,10 @@ def test_repetition_is_high_for_a_copied_object_and_low_for_varied_ones():
     cv2.ellipse(blob, (int(x + 4), int(y + 4)), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
     varied[i, blob > 0, 0] = rng.integers(0, 90)
     varied_peaks.append((int(y + 4), int(x + 4)))
-  copied = evidence.pattern_repetition(copies, copy_peaks, np.random.default_rng(0))
-  other = evidence.pattern_repetition(varied, varied_peaks, np.random.default_rng(0))
+  copied = appearance.repetition(copies, copy_peaks, np.random.default_rng(0))
+  other = appearance.repetition(varied, varied_peaks, np.random.default_rng(0))
   assert copied > 0.9 and other < 0.6, (copied, other)
-  assert np.isnan(evidence.pattern_repetition(copies[:1], copy_peaks[:1], rng))
+  assert np.isnan(appearance.repetition(copies[:1], copy_peaks[:1], rng))
   # Repetition ranks first; the attack's excess breaks ties.
   flips = {'flip_rate': 0.9, 'control_flip_rate': 0.1}
   no_flips = {'flip_rate': 0.1, 'control_flip_rate': 0.1}
@@ -209,3 +209,30 @@ def test_the_planted_attack_pastes_each_class_own_artifact_under_its_true_mask()
   assert rows == [
     {'class': 7, 'artifact_images': 5, 'flip_rate': 1.0, 'control_flip_rate': 0.0, 'pairs': 40}
   ]
+
+
+def test_appearance_finds_the_copied_object_in_every_image_and_nowhere_else():
+  rng = np.random.default_rng(3)
+  glyph = np.zeros((8, 8), np.uint8)
+  glyph[1:7, 3:5] = glyph[3:5, 1:7] = 255
+
+  def with_glyphs(count, carrying):
+    images, boxes = textured(rng, count), np.zeros((count, 64, 64), bool)
+    for i in np.flatnonzero(carrying):
+      y, x = rng.integers(0, 56, 2)
+      images[i, y : y + 8, x : x + 8, 0] = glyph
+      boxes[i, y : y + 8, x : x + 8] = True
+    return images, boxes
+
+  members, member_boxes = with_glyphs(12, np.ones(12, bool))
+  # The members' relevance peaks: the middle of their glyph.
+  peaks = [tuple(int(v) for v in np.argwhere(box).mean(axis=0).round()) for box in member_boxes]
+  pattern = appearance.template(members, peaks, np.random.default_rng(0))
+  carrying = rng.uniform(size=40) < 0.4
+  images, boxes = with_glyphs(40, carrying)
+  scores, _ = appearance.match_scores(images, pattern)
+  threshold = appearance.split_threshold(scores)
+  found = appearance.locate(images, pattern, threshold)
+  np.testing.assert_array_equal(found.any(axis=(1, 2)), carrying)
+  scored = localisation.mask_scores(found[carrying], boxes[carrying])
+  assert np.min(scored['iou']) >= 0.75, scored['iou']

@@ -346,6 +346,10 @@ def reveal_defaults() -> ml_collections.ConfigDict:
       # ... but at least this many: a class whose artifact sits on a minority of its images can show
       # one eigengap for the whole class (silk_spot in 2 of 3 seeds; README, "Reveal")
       min_clusters=4,
+      # How a shortcut cluster is outlined in every image: 'relevance' (its regions there, as the
+      # model explains the image) or 'appearance' (the look of its most typical member, found by
+      # normalised cross-correlation wherever it is, also where the model did not look)
+      localise='relevance',
       # A person's choice after looking at reveal_clusters.png, as 'class:cluster' pairs
       # ('1:3,5:0'); '' = every cluster with shortcut evidence.
       shortcut_clusters='',

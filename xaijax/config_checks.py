@@ -44,6 +44,8 @@ def _reveal_problems(config) -> list[str]:
     )
   if reveal.model_workdir and not os.path.isdir(os.path.expanduser(reveal.model_workdir)):
     problems.append(f'reveal.model_workdir={reveal.model_workdir!r}: no such folder')
+  if reveal.get('localise', 'relevance') not in ('relevance', 'appearance'):
+    problems.append(f"reveal.localise={reveal.localise!r}: choose 'relevance' or 'appearance'")
   if reveal.group_by not in ('true', 'predicted'):
     problems.append(f"reveal.group_by={reveal.group_by!r}: choose 'true' or 'predicted'")
   if reveal.features not in ('regions', 'concepts', 'heatmaps'):

@@ -6,7 +6,8 @@
   whether its outlines agree in place (a fixed artifact) or move (an artifact anywhere).
 * Repetition: how alike the members' pixels are around their relevance peaks, each window matched
   anywhere near the other's peak. An artifact is a copy of one object (a logo, a watermark, a
-  tag) wherever it sits, while a defect differs from image to image; this ranks the clusters.
+  tag) wherever it sits, while a defect differs from image to image; this ranks the clusters
+  (`appearance.repetition`).
 * The paste-and-flip attack (Reveal2Revise's attacked test set, used as a probe): paste a member's
   outlined pixels, in place, into images of other classes, x' = x (1 - m) + a m, and count how often
   the prediction turns to the cluster's class. The control pastes the same region cut from images of
@@ -17,16 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
-
-# The window compared around a relevance peak is this fraction of the image's side (8 px at
-# 64 px, a logo's size); it is looked for within a window's width of the other member's peak, as
-# a peak may sit anywhere on the object. Measured on the poisoned Original (README, "Reveal"):
-# half a window's width instead, or one direction of the pair only, left the logo's clusters at
-# 0.45-0.76 depending on the members sampled; this gave 0.86-0.99 for every sample.
-PATTERN_WINDOW = 1 / 8
-PATTERN_MEMBERS = 30  # members compared pairwise at most (a seeded sample)
 
 
 def paste(receivers: np.ndarray, donors: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -74,48 +66,6 @@ def flip_rates(
     'control_flip_rate': float(control_flipped.mean()),
     'pairs': len(chosen),
   }
-
-
-def peak_of(heatmap: np.ndarray, outline: np.ndarray) -> tuple[int, int]:
-  """(row, column) of the largest relevance inside an outline."""
-  inside = np.where(outline, heatmap, -np.inf)
-  return tuple(int(v) for v in np.unravel_index(np.argmax(inside), inside.shape))
-
-
-def pattern_repetition(images: np.ndarray, peaks, rng: np.random.Generator) -> float:
-  """How alike a cluster's members look around their relevance peaks, in [-1, 1].
-
-  For pairs of members (images [M, H, W, C] uint8 with their (row, column) peaks; at most
-  PATTERN_MEMBERS of them, sampled): the window around one's peak is matched (normalised
-  cross-correlation) anywhere within a window's width of the other's peak, both ways, and the
-  better of the two counts. Returns the median over pairs. A window without contrast matches
-  nothing (0). NaN with fewer than two members.
-  """
-  if len(images) < 2:
-    return float('nan')
-  half = max(2, int(round(images.shape[1] * PATTERN_WINDOW / 2)))
-  reach = 3 * half  # the search area's half side: a window's width beyond the window's own half
-  gray = np.asarray(images, np.float32).mean(axis=-1)
-  padded = np.pad(gray, ((0, 0), (reach, reach), (reach, reach)), mode='reflect')
-  chosen = rng.permutation(len(images))[:PATTERN_MEMBERS]
-
-  def around(member, radius):
-    row, column = (int(v) + reach for v in peaks[member])
-    return padded[member, row - radius : row + radius, column - radius : column + radius]
-
-  def match(template_member, searched_member) -> float:
-    template = around(template_member, half)
-    if template.std() < 1e-3:
-      return 0.0
-    found = cv2.matchTemplate(around(searched_member, reach), template, cv2.TM_CCOEFF_NORMED)
-    return float(np.max(np.nan_to_num(found, nan=0.0, posinf=0.0, neginf=0.0)))
-
-  scores = [
-    max(match(first, second), match(second, first))
-    for a, first in enumerate(chosen)
-    for second in chosen[a + 1 :]
-  ]
-  return float(np.median(scores))
 
 
 def cosine_to_centroid(features: np.ndarray, centroid: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from xaijax import config_checks, evaluation
 from xaijax.models import registry
-from xaijax.reveal import evidence, figures, localisation, relevance, spray, truth
+from xaijax.reveal import appearance, evidence, figures, localisation, relevance, spray, truth
 from xaijax.reveal import items as items_lib
 from xaijax.workdir import read_json, write_json
 
@@ -163,7 +163,7 @@ def reveal(
   tick('clustering_and_evidence')
   flagged = _chosen_clusters(settings, classes)
   found_masks, shortcuts, per_class = _carry_to_splits(
-    model, splits, settings, flagged, kept, found_items, sigma, progress
+    model, splits, settings, flagged, kept, found_items, sigma, progress, explained.heatmaps
   )
   tick('localisation')
   summary = {
@@ -282,9 +282,9 @@ def _cluster_evidence(
     'concept_tightness': float(
       np.mean(evidence.cosine_to_centroid(features, features.mean(axis=0)))
     ),
-    'pattern_repetition': evidence.pattern_repetition(
+    'pattern_repetition': appearance.repetition(
       images[found_items.image[chosen]],
-      [evidence.peak_of(heatmaps[found_items.image[k]], found_items.masks[k]) for k in chosen],
+      [appearance.peak_of(heatmaps[found_items.image[k]], found_items.masks[k]) for k in chosen],
       np.random.default_rng(int(settings.seed)),  # its own draws: the attack's stay as they were
     ),
     **evidence.flip_rates(
@@ -311,12 +311,17 @@ def _nanmean(values) -> float:
   return float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
 
 
-def _carry_to_splits(model, splits, settings, flagged, kept, found_items, sigma, progress):
+def _carry_to_splits(
+  model, splits, settings, flagged, kept, found_items, sigma, progress, source_heatmaps
+):
   """Found masks of every split for the flagged clusters; and per class its split explanations.
 
-  Every image is explained for the shortcut's class; its items whose descriptor is at least as close
-  to the cluster's centroid as the threshold fitted on the clustered split (members against every
-  other item there) are the shortcut, and their outlines its found mask.
+  `reveal.localise='relevance'`: every image is explained for the shortcut's class; its items
+  whose descriptor is at least as close to the cluster's centroid as the threshold fitted on the
+  clustered split (members against every other item there) are the shortcut, and their outlines
+  its found mask. `'appearance'`: the window of the cluster's most typical member is looked for in
+  every image (`appearance.locate`); where it matches above Otsu's threshold on the clustered
+  split's scores, the matched box is the found mask, whether or not the model looked there.
   """
   found = {name: np.zeros(split['image'].shape, np.uint8) for name, split in splits.items()}
   shortcuts, per_class = [], {}
@@ -327,24 +332,40 @@ def _carry_to_splits(model, splits, settings, flagged, kept, found_items, sigma,
         split['image'], np.full(len(split['image']), label), _label(progress, name)
       )
       per_class[label][name] = (explained, items_lib.extract(explained, settings, sigma))
+  source = splits[settings.split]
   for label, number in flagged:
     chosen, region = kept[(label, number)]
-    centroid = found_items.features[chosen].mean(axis=0)
-    _, source_items = per_class[label][settings.split]
-    member = _same_items(source_items, found_items, chosen)
-    threshold = evidence.best_threshold(
-      evidence.cosine_to_centroid(source_items.features, centroid), member
-    )
     shown = {}
-    for name, (_, split_items) in per_class[label].items():
-      matches = evidence.cosine_to_centroid(split_items.features, centroid) >= threshold
-      outlines = localisation.restrict(split_items.outlines(matches, len(found[name])), region)
-      found[name] |= outlines[..., None].astype(np.uint8)
-      shown[name] = int(outlines.any(axis=(1, 2)).sum())
+    if settings.localise == 'appearance':
+      peaks = [
+        appearance.peak_of(source_heatmaps[found_items.image[k]], found_items.masks[k])
+        for k in chosen
+      ]
+      pattern = appearance.template(
+        source['image'][found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
+      )
+      threshold = appearance.split_threshold(appearance.match_scores(source['image'], pattern)[0])
+      for name, split in splits.items():
+        located = appearance.locate(split['image'], pattern, threshold)
+        found[name] |= located[..., None].astype(np.uint8)
+        shown[name] = int(located.any(axis=(1, 2)).sum())
+    else:
+      centroid = found_items.features[chosen].mean(axis=0)
+      _, source_items = per_class[label][settings.split]
+      member = _same_items(source_items, found_items, chosen)
+      threshold = evidence.best_threshold(
+        evidence.cosine_to_centroid(source_items.features, centroid), member
+      )
+      for name, (_, split_items) in per_class[label].items():
+        matches = evidence.cosine_to_centroid(split_items.features, centroid) >= threshold
+        outlines = localisation.restrict(split_items.outlines(matches, len(found[name])), region)
+        found[name] |= outlines[..., None].astype(np.uint8)
+        shown[name] = int(outlines.any(axis=(1, 2)).sum())
     shortcuts.append(
       {
         'class': label,
         'cluster': number,
+        'localised_by': settings.localise,
         'threshold': threshold,
         'fixed_place': region is not None,
         'images_shown': shown,
