@@ -21,6 +21,7 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
   config.reveal.model_workdir = '/no/such/run'
   config.reveal.localise = 'template'
   config.reveal.min_clusters = 0
+  config.reveal.appearance_margin = -0.5
   with pytest.raises(ValueError) as error:
     config_checks.validate(config)
   message = str(error.value)
@@ -32,6 +33,7 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
     "reveal.model_workdir='/no/such/run': no such folder",
     "reveal.localise='template': choose 'relevance' or 'appearance'",
     'reveal.min_clusters=0: must be at least 1',
+    'reveal.appearance_margin=-0.5: must be at least 0',
   ):
     assert expected in message, expected
 

@@ -236,3 +236,8 @@ def test_appearance_finds_the_copied_object_in_every_image_and_nowhere_else():
   np.testing.assert_array_equal(found.any(axis=(1, 2)), carrying)
   scored = localisation.mask_scores(found[carrying], boxes[carrying])
   assert np.min(scored['iou']) >= 0.75, scored['iou']
+  # A margin grows each box on every side, clipped at the image's edge.
+  grown = appearance.locate(images, pattern, threshold, margin=2)
+  np.testing.assert_array_equal(grown.any(axis=(1, 2)), carrying)
+  assert np.all(grown[found]) and np.all(grown.sum(axis=(1, 2)) <= (8 + 4) ** 2)
+  assert np.mean(grown.sum(axis=(1, 2))[carrying]) > np.mean(found.sum(axis=(1, 2))[carrying])

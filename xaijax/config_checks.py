@@ -44,6 +44,8 @@ def _reveal_problems(config) -> list[str]:
     )
   if reveal.model_workdir and not os.path.isdir(os.path.expanduser(reveal.model_workdir)):
     problems.append(f'reveal.model_workdir={reveal.model_workdir!r}: no such folder')
+  if float(reveal.get('appearance_margin', 0.0)) < 0:
+    problems.append(f'reveal.appearance_margin={reveal.appearance_margin}: must be at least 0')
   if reveal.get('localise', 'relevance') not in ('relevance', 'appearance'):
     problems.append(f"reveal.localise={reveal.localise!r}: choose 'relevance' or 'appearance'")
   if reveal.group_by not in ('true', 'predicted'):

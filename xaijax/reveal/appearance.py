@@ -107,13 +107,17 @@ def split_threshold(scores: np.ndarray) -> float:
   return float((below.max() + above.min()) / 2.0)
 
 
-def locate(images: np.ndarray, pattern: np.ndarray, threshold: float) -> np.ndarray:
-  """bool [N, H, W]: the box where `pattern` matches each image best, where it scores above
-  `threshold` (the image shows it); empty elsewhere."""
+def locate(images: np.ndarray, pattern: np.ndarray, threshold: float, margin: int = 0):
+  """bool [N, H, W]: the box where `pattern` matches each image best, grown by `margin` pixels on
+  every side, where it scores above `threshold` (the image shows it); empty elsewhere."""
   scores, corners = match_scores(images, pattern)
   masks = np.zeros(np.asarray(images).shape[:3], bool)
   height, width = pattern.shape
   for i in np.flatnonzero(scores > threshold):
     row, column = corners[i]
-    masks[i, row : row + height, column : column + width] = True
+    masks[
+      i,
+      max(0, row - margin) : row + height + margin,
+      max(0, column - margin) : column + width + margin,
+    ] = True
   return masks

@@ -346,7 +346,8 @@ def _carry_to_splits(
       )
       threshold = appearance.split_threshold(appearance.match_scores(source['image'], pattern)[0])
       for name, split in splits.items():
-        located = appearance.locate(split['image'], pattern, threshold)
+        margin = int(round(float(settings.get('appearance_margin', 0.0)) * pattern.shape[0]))
+        located = appearance.locate(split['image'], pattern, threshold, margin)
         found[name] |= located[..., None].astype(np.uint8)
         shown[name] = int(located.any(axis=(1, 2)).sum())
     else:
