@@ -44,9 +44,9 @@ def _reveal_problems(config) -> list[str]:
     )
   if reveal.model_workdir and not os.path.isdir(os.path.expanduser(reveal.model_workdir)):
     problems.append(f'reveal.model_workdir={reveal.model_workdir!r}: no such folder')
-  if float(reveal.get('appearance_margin', 0.0)) < 0:
+  if float(reveal.appearance_margin) < 0:
     problems.append(f'reveal.appearance_margin={reveal.appearance_margin}: must be at least 0')
-  if reveal.get('localise', 'relevance') not in ('relevance', 'appearance'):
+  if reveal.localise not in ('relevance', 'appearance'):
     problems.append(f"reveal.localise={reveal.localise!r}: choose 'relevance' or 'appearance'")
   if reveal.group_by not in ('true', 'predicted'):
     problems.append(f"reveal.group_by={reveal.group_by!r}: choose 'true' or 'predicted'")
@@ -136,7 +136,7 @@ def validate(config) -> None:
     )
   if int(train.warmup_epochs) < 0:
     problems.append(f'train.warmup_epochs={train.warmup_epochs}: must be at least 0')
-  if int(train.get('schedule_epochs', 0)) < 0:
+  if int(train.schedule_epochs) < 0:
     problems.append(
       f'train.schedule_epochs={train.schedule_epochs}: must be at least 0 (0: all of train.epochs)'
     )

@@ -124,7 +124,7 @@ def reveal(
       int(settings.max_clusters),
       int(settings.seed),
       int(settings.num_clusters),
-      int(settings.get('min_clusters', 1)),
+      int(settings.min_clusters),
     )
     item_cluster[members] = clustering.labels
     eigenmap[members] = clustering.eigenmap
@@ -345,8 +345,8 @@ def _carry_to_splits(
         source['image'][found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
       )
       threshold = appearance.split_threshold(appearance.match_scores(source['image'], pattern)[0])
+      margin = int(round(float(settings.appearance_margin) * pattern.shape[0]))
       for name, split in splits.items():
-        margin = int(round(float(settings.get('appearance_margin', 0.0)) * pattern.shape[0]))
         located = appearance.locate(split['image'], pattern, threshold, margin)
         found[name] |= located[..., None].astype(np.uint8)
         shown[name] = int(located.any(axis=(1, 2)).sum())

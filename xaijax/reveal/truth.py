@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from xaijax.data import overlays
-from xaijax.reveal import localisation
+from xaijax.reveal import evidence, localisation
 
 
 def _nanmean(values) -> float:
@@ -27,8 +27,6 @@ def planted_attack(predict, splits, split_name, receiving, rng, count: int) -> l
   A cluster that outlines the artifact flips about this many; a class whose true artifact flips
   nothing has a shortcut in the data, not in the model, and only the clustering can find it there.
   """
-  from xaijax.reveal import evidence
-
   source = splits[split_name]
   receivers, receiver_predictions = receiving
   carrying = carries_own_artifact(source)

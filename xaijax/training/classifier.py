@@ -225,7 +225,7 @@ def train_classifier(
   digest = train_result.data_digest(splits, ('image', 'label', *getattr(penalty, 'batch_keys', ())))
   if distributed.is_writer():
     write_json(os.path.join(workdir, train_result.DATA_DIGEST_FILE), {'sha256': digest})
-  source = train_config.get('reuse_identical_run', '')
+  source = train_config.reuse_identical_run
   if source and train_result.copy_identical_run(source, workdir, fingerprint, digest):
     logging.info('%s: the same run on the same data finished in %s; copied', workdir, source)
     return train_result.load_train_result(workdir)

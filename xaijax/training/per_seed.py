@@ -112,7 +112,7 @@ def make_settings(train_config, classifier, num_classes: int) -> Settings:
     learning_rate_schedule=str(train_config.learning_rate_schedule),
     warmup_epochs=int(train_config.warmup_epochs),
     schedule_epochs=min(
-      int(train_config.get('schedule_epochs') or train_config.epochs), int(train_config.epochs)
+      int(train_config.schedule_epochs or train_config.epochs), int(train_config.epochs)
     ),
   )
 
