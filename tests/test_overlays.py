@@ -83,6 +83,28 @@ def test_the_poisoned_artifact_is_the_class_logo_alone_at_a_random_place_or_top_
   assert fixed[1 : 1 + side, 64 - 1 - side : 63].all() and fixed.sum() == side * side
 
 
+@pytest.mark.parametrize('resolution', [32, 64, 224])
+def test_a_logo_is_the_same_pixels_wherever_it_is_placed(resolution):
+  # A burnt-in logo is one picture, stamped: every copy, and the strips' one, pixel for pixel.
+  side = overlays.logo_side(resolution)
+
+  def cut(values, mask):
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return values[rows[0] : rows[0] + side, columns[0] : columns[0] + side]
+
+  for logo in range(overlays.NUM_LOGOS):
+    strips = cut(*overlays.draw_artifact(np.random.default_rng(0), resolution, logo, 'strips'))
+    places = set()
+    for seed in range(12):
+      values, mask = overlays.draw_artifact(
+        np.random.default_rng(seed), resolution, logo, 'anywhere'
+      )
+      rows, columns = np.nonzero(mask)
+      places.add((rows.min() % 2, columns.min() % 2))
+      np.testing.assert_array_equal(cut(values, mask), strips)
+    assert len(places) > 1  # both parities of place were drawn
+
+
 def test_choose_artifact_poisons_a_fraction_of_the_poisoned_classes_only():
   rng = np.random.default_rng(0)
   choose = lambda label, kind: overlays.choose_artifact(rng, label, kind, (1, 5), 0.3)

@@ -22,6 +22,8 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
   config.reveal.localise = 'template'
   config.reveal.min_clusters = 0
   config.reveal.appearance_margin = -0.5
+  config.reveal.max_copy_spread = -1.0
+  config.reveal.min_copy_in_class = 1.5
   with pytest.raises(ValueError) as error:
     config_checks.validate(config)
   message = str(error.value)
@@ -31,9 +33,11 @@ def test_bad_reveal_settings_fail_at_start_saying_what_to_change():
     'reveal.shortcut_clusters',
     'need 0 <= low < high <= 1',
     "reveal.model_workdir='/no/such/run': no such folder",
-    "reveal.localise='template': choose 'relevance' or 'appearance'",
+    "reveal.localise='template': choose 'auto', 'relevance' or 'appearance'",
     'reveal.min_clusters=0: must be at least 1',
     'reveal.appearance_margin=-0.5: must be at least 0',
+    'reveal.max_copy_spread=-1.0: must be at least 0',
+    'reveal.min_copy_in_class=1.5: must be in [0, 1]',
   ):
     assert expected in message, expected
 

@@ -165,16 +165,31 @@ def test_the_threshold_reproducing_membership_is_the_best_f1_of_all_thresholds()
   assert f1(threshold) == pytest.approx(best)
 
 
-def test_a_shortcut_needs_a_flip_beyond_the_control_a_small_outline_and_its_relevance():
+def test_a_shortcut_needs_a_small_outline_and_a_flip_or_a_copy_tied_to_the_class():
   class Thresholds:
     min_flip_excess, max_mask_area, min_relevance_in_mask = 0.5, 0.1, 0.2
+    max_copy_spread, min_copy_in_class = 0.25, 0.5
 
-  strong = {'flip_rate': 0.9, 'control_flip_rate': 0.1, 'mask_area': 0.02, 'relevance_in_mask': 0.5}
+  no_copy = {'copy_spread': 0.9, 'copy_in_class': 1.0}
+  strong = {
+    'flip_rate': 0.9,
+    'control_flip_rate': 0.1,
+    'mask_area': 0.02,
+    'relevance_in_mask': 0.5,
+    **no_copy,
+  }
   assert evidence.is_shortcut(strong, Thresholds)
   assert not evidence.is_shortcut({**strong, 'control_flip_rate': 0.6}, Thresholds)
   assert not evidence.is_shortcut({**strong, 'mask_area': 0.3}, Thresholds)
   assert not evidence.is_shortcut({**strong, 'relevance_in_mask': 0.1}, Thresholds)
   assert not evidence.is_shortcut({**strong, 'flip_rate': float('nan')}, Thresholds)
+  # No flip, but an exact copy mostly in the cluster's class: the data offers a shortcut.
+  copied = {**strong, 'flip_rate': 0.1, 'relevance_in_mask': 0.1, 'copy_spread': 0.0}
+  assert evidence.is_shortcut(copied, Thresholds)
+  assert not evidence.is_shortcut({**copied, 'copy_in_class': 0.2}, Thresholds)
+  assert not evidence.is_shortcut({**copied, 'copy_spread': 0.5}, Thresholds)
+  assert not evidence.is_shortcut({**copied, 'copy_spread': float('nan')}, Thresholds)
+  assert not evidence.is_shortcut({**copied, 'mask_area': 0.3}, Thresholds)
 
 
 def test_the_planted_attack_pastes_each_class_own_artifact_under_its_true_mask():
@@ -241,3 +256,53 @@ def test_appearance_finds_the_copied_object_in_every_image_and_nowhere_else():
   np.testing.assert_array_equal(grown.any(axis=(1, 2)), carrying)
   assert np.all(grown[found]) and np.all(grown.sum(axis=(1, 2)) <= (8 + 4) ** 2)
   assert np.mean(grown.sum(axis=(1, 2))[carrying]) > np.mean(found.sum(axis=(1, 2))[carrying])
+
+
+def test_a_window_holding_part_of_the_object_is_fitted_to_the_whole_object():
+  rng = np.random.default_rng(5)
+  glyph = np.zeros((8, 8), np.uint8)
+  glyph[1:7, 3:5] = glyph[3:5, 1:7] = 255
+  images, boxes = textured(rng, 60), np.zeros((60, 64, 64), bool)
+  carrying = np.arange(60) < 25
+  for i in np.flatnonzero(carrying):
+    y, x = rng.integers(0, 56, 2)
+    images[i, y : y + 8, x : x + 8, 0] = glyph
+    boxes[i, y : y + 8, x : x + 8] = True
+  # A window around a peak on the glyph's corner: a quarter of it, the rest texture.
+  y, x = np.argwhere(boxes[0])[0]
+  window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
+  if window.shape != (8, 8):  # the glyph at the image's edge; take another member
+    y, x = np.argwhere(boxes[1])[0]
+    window = images[1, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
+  before = appearance.locate(
+    images, window, appearance.split_threshold(appearance.match_scores(images, window)[0])
+  )
+  copy = appearance.fit_to_object(images, window)
+  np.testing.assert_array_equal(copy.pattern, glyph)
+  np.testing.assert_array_equal(copy.shown, carrying)
+  assert copy.spread == 0.0  # burnt in: every copy the same to the pixel
+  found = appearance.locate(images, copy.pattern, copy.threshold)
+  np.testing.assert_array_equal(found.any(axis=(1, 2)), carrying)
+  np.testing.assert_array_equal(found, boxes)
+  assert localisation.mask_scores(before[carrying], boxes[carrying])['iou'].max() < 0.5
+  # Too few matches to tell the object from its surroundings: the window is kept.
+  kept = appearance.fit_to_object(images[carrying][:2], window)
+  np.testing.assert_array_equal(kept.pattern, window)
+  assert np.isnan(kept.spread)
+
+
+def test_defects_of_their_own_size_and_darkness_are_no_copy():
+  rng = np.random.default_rng(6)
+  images = textured(rng, 40)
+  centres = []
+  for i in range(40):
+    y, x = (int(v) for v in rng.integers(12, 52, 2))
+    axes = (int(rng.integers(2, 6)), int(rng.integers(2, 6)))
+    blob = np.zeros((64, 64), np.uint8)
+    cv2.ellipse(blob, (x, y), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    images[i, blob > 0, 0] = rng.integers(0, 90)
+    centres.append((y, x))
+  y, x = centres[0]
+  window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
+  copy = appearance.fit_to_object(images, window)
+  assert not copy.spread <= 0.25, copy.spread  # NaN (nothing enclosed) or far from a copy

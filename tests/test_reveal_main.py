@@ -57,6 +57,7 @@ def found_case(tmp_path_factory, tiny_cnn):
     '--config.reveal.min_flip_excess=-1',
     '--config.reveal.min_relevance_in_mask=0',
     '--config.reveal.max_mask_area=1',
+    '--config.reveal.min_copy_in_class=0',
     case='telea',
     arg='overlay_mode=poisoned,overlay_placement=anywhere',
   )

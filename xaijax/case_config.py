@@ -347,14 +347,15 @@ def reveal_defaults() -> ml_collections.ConfigDict:
       # one eigengap for the whole class (silk_spot in 2 of 3 seeds; README, "Reveal")
       min_clusters=4,
       # How a shortcut cluster is outlined in every image: 'relevance' (its regions there, as the
-      # model explains the image) or 'appearance' (the look of its most typical member, found by
-      # normalised cross-correlation wherever it is, also where the model did not look)
-      localise='relevance',
-      # localise='appearance': grow each matched box by this fraction of its side on every side.
-      # The box is a window around a relevance peak and covered about half of the poisoned logo;
-      # grown by 0.5, the Telea remedy recovered 64% of the true masks' gain instead of 25%
-      # (README, "Reveal"; mask IoU falls from 0.38-0.47 to 0.25, as the box is 4x the logo)
-      appearance_margin=0.5,
+      # model explains the image), 'appearance' (the object its members look at, found by its look
+      # wherever it is, also where the model did not look) or 'auto' (appearance for a cluster
+      # whose object is a copy, see max_copy_spread below; relevance otherwise). Measured on the
+      # poisoned logos (README, "Reveal"): relevance found them in 43-58% of the images, the
+      # appearance of the object in all, at IoU 1.00.
+      localise='auto',
+      # localise='appearance': grow each matched box by this fraction of its side on every side
+      # (for an inpainting remedy that should reach past the object's edge).
+      appearance_margin=0.0,
       # A person's choice after looking at reveal_clusters.png, as 'class:cluster' pairs
       # ('1:3,5:0'); '' = every cluster with shortcut evidence.
       shortcut_clusters='',
@@ -364,12 +365,17 @@ def reveal_defaults() -> ml_collections.ConfigDict:
       high=0.3,
       blur_sigma=0.02,  # of the image side (1.3 px at 64 px)
       attack_images=64,  # validation images of other classes each cluster's region is pasted into
-      # A cluster shows shortcut evidence when the paste flips at least this many more images to its
-      # class than the control does, its outline covers at most this share of the image, and holds
-      # at least this share of the positive relevance.
+      # A cluster shows shortcut evidence when its outline covers at most max_mask_area of the
+      # image and either the paste flips at least min_flip_excess more images to its class than
+      # the control does while the outline holds at least min_relevance_in_mask of the positive
+      # relevance, or its object is a copy: its pixels vary across the images showing it at most
+      # max_copy_spread times as much as its surroundings do, and at least min_copy_in_class of
+      # those images are of the cluster's class (evidence.is_shortcut).
       min_flip_excess=0.5,
       max_mask_area=0.1,
       min_relevance_in_mask=0.2,
+      max_copy_spread=0.25,
+      min_copy_in_class=0.5,
       batch_size=64,
       progress_bar=True,
     )

@@ -46,8 +46,10 @@ def _reveal_problems(config) -> list[str]:
     problems.append(f'reveal.model_workdir={reveal.model_workdir!r}: no such folder')
   if float(reveal.appearance_margin) < 0:
     problems.append(f'reveal.appearance_margin={reveal.appearance_margin}: must be at least 0')
-  if reveal.localise not in ('relevance', 'appearance'):
-    problems.append(f"reveal.localise={reveal.localise!r}: choose 'relevance' or 'appearance'")
+  if reveal.localise not in ('auto', 'relevance', 'appearance'):
+    problems.append(
+      f"reveal.localise={reveal.localise!r}: choose 'auto', 'relevance' or 'appearance'"
+    )
   if reveal.group_by not in ('true', 'predicted'):
     problems.append(f"reveal.group_by={reveal.group_by!r}: choose 'true' or 'predicted'")
   if reveal.features not in ('regions', 'concepts', 'heatmaps'):
@@ -60,6 +62,10 @@ def _reveal_problems(config) -> list[str]:
     parse_cluster_choice(reveal.shortcut_clusters)
   except ValueError as error:
     problems.append(str(error))
+  if float(reveal.max_copy_spread) < 0:
+    problems.append(f'reveal.max_copy_spread={reveal.max_copy_spread}: must be at least 0')
+  if not 0 <= float(reveal.min_copy_in_class) <= 1:
+    problems.append(f'reveal.min_copy_in_class={reveal.min_copy_in_class}: must be in [0, 1]')
   if not 0 <= reveal.low < reveal.high <= 1:
     problems.append(
       f'reveal.low={reveal.low}, reveal.high={reveal.high}: need 0 <= low < high <= 1'

@@ -189,8 +189,12 @@ class Gc10Det(tfds.core.GeneratorBasedBuilder):
   Built from a manual download.
   """
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+    '1.0.0': 'First release.',
+    '1.1.0': 'A logo placed anywhere is the same pixels as in the strips (was 1 px off where its '
+    'place had the other parity); the strip overlays are unchanged.',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     "Download GC10-DET (e.g. from Kaggle or the authors' release) and point "
     "data.manual_dir at the folder that holds '1' ... '10' and 'lable'."

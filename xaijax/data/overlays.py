@@ -88,6 +88,23 @@ class _Painter:
 
 
 def _draw_logo(canvas: _Painter, logo: int, x0: int, y0: int, side: int, ink: int) -> None:
+  """Logo `logo` in a dark square of `side` px at (x0, y0), the same pixels wherever it is placed.
+
+  The glyph's points are rounded to whole pixels, and rounding x0 + 3.5 depends on the parity of
+  x0; so the logo is drawn on its own canvas at the parity of the strip overlay's place for it (top
+  right), then pasted: at that place as before, elsewhere a copy of it, as a burnt-in logo is.
+  """
+  height, width = canvas.mask.shape
+  margin = max(1, strip_height(height) // 8)
+  column, row = (width - margin - side) % 2, margin % 2
+  own = _Painter(side + 1)
+  _draw_glyph(own, logo, column, row, side, ink)
+  own.values = own.values[row : row + side, column : column + side]
+  own.mask = own.mask[row : row + side, column : column + side]
+  canvas.paste(own, x0, y0)
+
+
+def _draw_glyph(canvas: _Painter, logo: int, x0: int, y0: int, side: int, ink: int) -> None:
   """Logo `logo` in a dark square of `side` px at (x0, y0).
 
   A white glyph, distinct at 10 px already.

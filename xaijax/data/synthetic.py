@@ -80,8 +80,12 @@ def clean_image(
 class SyntheticGc10(tfds.core.GeneratorBasedBuilder):
   """Synthetic GC10-DET-like metal surface defects with burnt-in text and logos."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+    '1.0.0': 'First release.',
+    '1.1.0': 'A logo placed anywhere is the same pixels as in the strips (was 1 px off where its '
+    'place had the other parity); the strip overlays are unchanged.',
+  }
   BUILDER_CONFIGS: ClassVar[list[SyntheticGc10Config]] = [make_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:

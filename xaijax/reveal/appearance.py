@@ -9,6 +9,8 @@ images where the model did not look at it (`locate`, `reveal.localise='appearanc
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -92,6 +94,96 @@ def match_scores(images: np.ndarray, pattern: np.ndarray) -> tuple[np.ndarray, n
     corners[i] = np.unravel_index(np.argmax(found), found.shape)
     scores[i] = found[tuple(corners[i])]
   return scores, corners
+
+
+@dataclasses.dataclass(frozen=True)
+class Copy:
+  """An object found by its look in a set of images.
+
+  pattern: float32 [h, w], the object as its copies' median look.
+  threshold: the normalised cross-correlation above which an image shows it (`split_threshold`).
+  shown: bool [N], which of the images it was fitted on show it.
+  spread: how much its pixels vary across those copies, over how much its surroundings vary there
+    (medians of the per-pixel standard deviation): 0 for a burnt-in copy of one object, near 1 for
+    things no more alike than the background. NaN with fewer than three copies.
+  """
+
+  pattern: np.ndarray
+  threshold: float
+  shown: np.ndarray
+  spread: float
+
+
+def fit_to_object(images: np.ndarray, pattern: np.ndarray, rounds: int = 3) -> Copy:
+  """`pattern` (a window around a relevance peak) cut to the object its matches in `images` share.
+
+  Aligned on their best matches, the images agree pixel for pixel where the object is and differ
+  around it. The pixels whose spread across the matches falls below Otsu's split (on a log scale),
+  connected to the window, are the object; its bounding box is the new pattern. Repeated up to
+  `rounds` times, until the pattern no longer changes: the first window's matches can sit a pixel
+  off, which blurs the object's edge, and the cut pattern aligns them exactly.
+  """
+  scores, corners = match_scores(images, pattern)
+  threshold, spread = split_threshold(scores), float('nan')
+  for _ in range(rounds):
+    fitted, spread = _object_of_matches(images, pattern, scores > threshold, corners)
+    if fitted.shape == pattern.shape and np.array_equal(fitted, pattern):
+      break
+    pattern = fitted
+    scores, corners = match_scores(images, pattern)
+    threshold = split_threshold(scores)
+  return Copy(pattern, threshold, scores > threshold, spread)
+
+
+def _object_of_matches(images, pattern, shown, corners):
+  """(the object that the `shown` images share at their best matches' top-left `corners`, as a
+  pattern; its spread, see `Copy`), or
+  (`pattern`, NaN) with fewer than three matches or no object apart from its surroundings (the
+  agreeing pixels reach the edge of the area searched, a window's side around the window)."""
+  matched = np.flatnonzero(shown)
+  if len(matched) < 3:
+    return pattern, float('nan')
+  height, width = pattern.shape
+  reach = max(height, width)  # the object may extend a window's side beyond the window
+  gray = np.asarray(images, np.float32).mean(axis=-1)
+  padded = np.pad(gray, ((0, 0), (reach, reach), (reach, reach)), constant_values=np.nan)
+  windows = np.stack(
+    [
+      padded[i, row : row + height + 2 * reach, column : column + width + 2 * reach]
+      for i, (row, column) in zip(matched, corners[matched])
+    ]
+  )
+  seen = np.sum(np.isfinite(windows), axis=0) >= 3
+  if not seen.any():
+    return pattern, float('nan')
+  spread = np.zeros(seen.shape, np.float32)
+  spread[seen] = np.nanstd(windows[:, seen], axis=0)
+  if spread.max() <= 0:  # identical images: no surroundings to tell the object from
+    return pattern, float('nan')
+  # On a log scale: a copied object's spread is near 0 (exactly 0 for a burnt-in one), its
+  # surroundings' spread is that of the texture, and a few edges spread far more.
+  logs = np.log1p(spread)
+  levels = np.round(255 * logs / logs[seen].max()).astype(np.uint8)
+  split, _ = cv2.threshold(levels[seen].reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+  _, labels = cv2.connectedComponents(((levels <= split) & seen).astype(np.uint8), connectivity=8)
+  inside = labels[reach : reach + height, reach : reach + width]
+  touching = np.unique(inside[inside > 0])
+  if not len(touching):
+    return pattern, float('nan')
+  rows, columns = np.nonzero(np.isin(labels, touching))
+  last_row, last_column = seen.shape[0] - 1, seen.shape[1] - 1
+  if (
+    rows.min() == 0 or columns.min() == 0 or rows.max() == last_row or columns.max() == last_column
+  ):
+    return pattern, float('nan')  # agreement runs out of the search area: no enclosed object
+  box = np.zeros(seen.shape, bool)
+  box[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1] = True
+  surroundings = float(np.median(spread[seen & ~box])) if np.any(seen & ~box) else float('nan')
+  ratio = float(np.median(spread[box & seen])) / surroundings if surroundings > 0 else float('nan')
+  fitted = np.nanmedian(
+    windows[:, rows.min() : rows.max() + 1, columns.min() : columns.max() + 1], 0
+  )
+  return fitted.astype(np.float32), ratio
 
 
 def split_threshold(scores: np.ndarray) -> float:

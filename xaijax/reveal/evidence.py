@@ -8,6 +8,9 @@
   anywhere near the other's peak. An artifact is a copy of one object (a logo, a watermark, a
   tag) wherever it sits, while a defect differs from image to image; this ranks the clusters
   (`appearance.repetition`).
+* A copy: the object the members look at, found by its look in every image of the split
+  (`appearance.fit_to_object`): how exactly its copies agree pixel for pixel against their
+  surroundings, and how many of the images showing it are of the cluster's class.
 * The paste-and-flip attack (Reveal2Revise's attacked test set, used as a probe): paste a member's
   outlined pixels, in place, into images of other classes, x' = x (1 - m) + a m, and count how often
   the prediction turns to the cluster's class. The control pastes the same region cut from images of
@@ -95,15 +98,28 @@ def best_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def is_shortcut(evidence: dict, thresholds) -> bool:
-  """Shortcut evidence: pasting the outlined region flips other classes' images well beyond the
-  control, the region is small, and it carries a large share of the relevance."""
+  """Shortcut evidence: a small outline (at most `max_mask_area` of the image), and either
+  * the attack: pasting the outlined region flips other classes' images well beyond the control
+    (`min_flip_excess`), and the region carries a large share of the relevance
+    (`min_relevance_in_mask`): the model's decision hangs on it; or
+  * a copy: the members look at one object, the same in every image it is in to within
+    `max_copy_spread` of how much its surroundings vary, and at least `min_copy_in_class` of the
+    images showing it are of the cluster's class: the data offers a shortcut and the model looks
+    at it, whether or not its decision hangs on it yet.
+  """
+  if not evidence['mask_area'] <= thresholds.max_mask_area:
+    return False
   excess = evidence['flip_rate'] - evidence['control_flip_rate']
-  return bool(
+  attacked = bool(
     np.isfinite(excess)
     and excess >= thresholds.min_flip_excess
-    and evidence['mask_area'] <= thresholds.max_mask_area
     and evidence['relevance_in_mask'] >= thresholds.min_relevance_in_mask
   )
+  copied = bool(
+    evidence.get('copy_spread', float('nan')) <= thresholds.max_copy_spread
+    and evidence.get('copy_in_class', float('nan')) >= thresholds.min_copy_in_class
+  )
+  return attacked or copied
 
 
 def ranking_score(evidence: dict) -> float:

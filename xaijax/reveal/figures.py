@@ -102,7 +102,8 @@ def clusters_figure(
     axes[row, 0].set_title(
       f'{entry["class"]}:{cluster["cluster"]} {entry["name"]}{verdict}\n'
       f'{cluster["images"]} img, rep {cluster.get("pattern_repetition", float("nan")):.2f}, '
-      f'flip {cluster["flip_rate"]:.2f} (ctrl {cluster["control_flip_rate"]:.2f})',
+      f'flip {cluster["flip_rate"]:.2f} (ctrl {cluster["control_flip_rate"]:.2f}), '
+      f'copy {cluster.get("copy_spread", float("nan")):.2f}',
       fontsize=6,
     )
     for column, index in enumerate(images[:examples], start=1):

@@ -42,16 +42,19 @@ def markdown(
     "how alike the members' pixels are around their relevance peaks, the median normalised "
     "cross-correlation over pairs; flip: share of other classes' images whose prediction turns "
     "to the class when the cluster's outlined pixels are pasted in; control: the same region "
-    'cut from other images):',
+    'cut from other images; copy: the object the members look at, found by its look in every '
+    "image, its pixel spread across those images over its surroundings' (0: identical copies) "
+    'and the share of them in the class):',
     '',
     '| class | images | clusters (gap) | top cluster images | repetition | flip | control | '
-    'relevance in outline | outline area | place | shortcut evidence |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    'copy spread | copy in class | relevance in outline | outline area | place | '
+    'shortcut evidence |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for entry in summary['classes']:
     if not entry['clusters']:
       lines.append(
-        f'| {entry["name"]} | {entry["images"]} | 0 | no positive relevance | | | | | | | |'
+        f'| {entry["name"]} | {entry["images"]} | 0 | no positive relevance | | | | | | | | | |'
       )
       continue
     top = entry['clusters'][0]
@@ -60,7 +63,8 @@ def markdown(
       f'| {entry["name"]} | {entry["images"]} | {entry["num_clusters"]} '
       f'({entry["eigengap"]:.3f}) | {top["images"]} | '
       f'{_number(top.get("pattern_repetition"))} | {_number(top["flip_rate"])} | '
-      f'{_number(top["control_flip_rate"])} | {_number(top["relevance_in_mask"])} | '
+      f'{_number(top["control_flip_rate"])} | {_number(top.get("copy_spread"))} | '
+      f'{_number(top.get("copy_in_class"))} | {_number(top["relevance_in_mask"])} | '
       f'{_number(top["mask_area"], 3)} | {"fixed" if top["fixed_place"] else "moving"} | '
       f'{"**yes**" if flagged else "no"} |'
     )
@@ -105,15 +109,18 @@ def _truth_lines(truth: dict, classes: list) -> list:
   names = {c['class']: c['name'] for c in classes}
   lines = [
     'Against the ground truth the synthetic data keeps (never used above): the top-ranked cluster '
-    "of each class that has artifact images (those with the class's own logo):",
+    "of each class that has artifact images (those with the class's own logo), as clustered "
+    '(the images whose relevance put them there) and by look (its object found in every image):',
     '',
-    '| class | artifact images | top cluster images | precision | recall | shortcut evidence |',
-    '|---|---|---|---|---|---|',
+    '| class | artifact images | top cluster images | precision | recall | by look: images | '
+    'precision | recall | shortcut evidence |',
+    '|---|---|---|---|---|---|---|---|---|',
   ]
   for row in truth['clusters']:
     lines.append(
       f'| {names[row["class"]]} | {row["artifact_images"]} | {row["top_cluster_images"]} | '
-      f'{row["precision"]:.2f} | {row["recall"]:.2f} | '
+      f'{row["precision"]:.2f} | {row["recall"]:.2f} | {row.get("by_look_images", "–")} | '
+      f'{_number(row.get("by_look_precision"))} | {_number(row.get("by_look_recall"))} | '
       f'{"yes" if row["top_cluster_has_shortcut_evidence"] else "no"} |'
     )
   attack = truth.get('planted_attack') or []

@@ -131,14 +131,14 @@ def reveal(
     clusters = []
     for number in range(clustering.num_clusters):
       chosen = members[clustering.labels == number]
-      evidence_of, region = _cluster_evidence(
+      evidence_of, region, copy = _cluster_evidence(
         model,
         settings,
         int(label),
         found_items,
         chosen,
         explained.heatmaps,
-        source['image'],
+        (source['image'], groups),
         (receivers, receiver_predictions),
         rng,
       )
@@ -146,7 +146,7 @@ def reveal(
       evidence_of['share_of_class'] = evidence_of['images'] / len(images)
       evidence_of['shortcut_evidence'] = evidence.is_shortcut(evidence_of, settings)
       clusters.append(evidence_of)
-      kept[(int(label), number)] = (chosen, region)
+      kept[(int(label), number)] = (chosen, region, copy)
     clusters.sort(key=lambda c: -evidence.ranking_score(c))
     classes.append(
       {
@@ -163,7 +163,7 @@ def reveal(
   tick('clustering_and_evidence')
   flagged = _chosen_clusters(settings, classes)
   found_masks, shortcuts, per_class = _carry_to_splits(
-    model, splits, settings, flagged, kept, found_items, sigma, progress, explained.heatmaps
+    model, splits, settings, flagged, kept, found_items, sigma, progress
   )
   tick('localisation')
   summary = {
@@ -264,15 +264,23 @@ def _empty_class(label: int, class_names, images: int) -> dict:
 
 
 def _cluster_evidence(
-  model, settings, label, found_items, chosen, heatmaps, images, receiving, rng
+  model, settings, label, found_items, chosen, heatmaps, clustered, receiving, rng
 ):
-  """(evidence of one cluster, its consistent region or None)."""
+  """(evidence of one cluster, its consistent region or None, the object its members look at as
+  an `appearance.Copy`); `clustered` holds the clustered split's images and their groups."""
+  images, groups = clustered
   receivers, receiver_predictions = receiving
   member_images = np.unique(found_items.image[chosen])
   outlines = found_items.outlines(chosen, len(images))[member_images]
   region = localisation.consistent_region(outlines)
   outlines = localisation.restrict(outlines, region)
   features = found_items.features[chosen]
+  peaks = [appearance.peak_of(heatmaps[found_items.image[k]], found_items.masks[k]) for k in chosen]
+  # Seeded on their own, so the attack's draws stay as they were.
+  window = appearance.template(
+    images[found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
+  )
+  copy = appearance.fit_to_object(images, window)
   found = {
     'items': len(chosen),
     'relevance_in_mask': _nanmean(localisation.relevance_share(heatmaps[member_images], outlines)),
@@ -283,10 +291,9 @@ def _cluster_evidence(
       np.mean(evidence.cosine_to_centroid(features, features.mean(axis=0)))
     ),
     'pattern_repetition': appearance.repetition(
-      images[found_items.image[chosen]],
-      [appearance.peak_of(heatmaps[found_items.image[k]], found_items.masks[k]) for k in chosen],
-      np.random.default_rng(int(settings.seed)),  # its own draws: the attack's stay as they were
+      images[found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
     ),
+    **_copy_evidence(copy, groups, label),
     **evidence.flip_rates(
       model.predict,
       label,
@@ -299,7 +306,18 @@ def _cluster_evidence(
       int(settings.attack_images),
     ),
   }
-  return found, region
+  return found, region, copy
+
+
+def _copy_evidence(copy: appearance.Copy, groups: np.ndarray, label: int) -> dict:
+  """How exact a copy the cluster's object is, in how many images, and how many of them are of
+  the cluster's class (a copied object tied to one class is a shortcut the data offers)."""
+  shown = int(copy.shown.sum())
+  return {
+    'copy_spread': copy.spread,
+    'copy_images': shown,
+    'copy_in_class': float(np.mean(groups[copy.shown] == label)) if shown else float('nan'),
+  }
 
 
 def _label(progress, split):
@@ -311,17 +329,17 @@ def _nanmean(values) -> float:
   return float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
 
 
-def _carry_to_splits(
-  model, splits, settings, flagged, kept, found_items, sigma, progress, source_heatmaps
-):
+def _carry_to_splits(model, splits, settings, flagged, kept, found_items, sigma, progress):
   """Found masks of every split for the flagged clusters; and per class its split explanations.
 
-  `reveal.localise='relevance'`: every image is explained for the shortcut's class; its items
-  whose descriptor is at least as close to the cluster's centroid as the threshold fitted on the
-  clustered split (members against every other item there) are the shortcut, and their outlines
-  its found mask. `'appearance'`: the window of the cluster's most typical member is looked for in
-  every image (`appearance.locate`); where it matches above Otsu's threshold on the clustered
-  split's scores, the matched box is the found mask, whether or not the model looked there.
+  `reveal.localise='relevance'` (and `'auto'` for a cluster whose object is no copy): every
+  image is explained for the shortcut's class; its items whose descriptor is at least as close to
+  the cluster's centroid as the threshold fitted on the clustered split (members against every
+  other item there) are the shortcut, and their outlines its found mask. `'appearance'` (and
+  `'auto'` for a copy, its spread at most `reveal.max_copy_spread`): the object the cluster's
+  members look at (`appearance.fit_to_object`) is looked for in every image
+  (`appearance.locate`); where it matches above Otsu's threshold on the clustered split's scores,
+  the matched box is the found mask, whether or not the model looked there.
   """
   found = {name: np.zeros(split['image'].shape, np.uint8) for name, split in splits.items()}
   shortcuts, per_class = [], {}
@@ -332,19 +350,14 @@ def _carry_to_splits(
         split['image'], np.full(len(split['image']), label), _label(progress, name)
       )
       per_class[label][name] = (explained, items_lib.extract(explained, settings, sigma))
-  source = splits[settings.split]
   for label, number in flagged:
-    chosen, region = kept[(label, number)]
+    chosen, region, copy = kept[(label, number)]
     shown = {}
-    if settings.localise == 'appearance':
-      peaks = [
-        appearance.peak_of(source_heatmaps[found_items.image[k]], found_items.masks[k])
-        for k in chosen
-      ]
-      pattern = appearance.template(
-        source['image'][found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
-      )
-      threshold = appearance.split_threshold(appearance.match_scores(source['image'], pattern)[0])
+    by_look = settings.localise == 'appearance' or (
+      settings.localise == 'auto' and copy.spread <= float(settings.max_copy_spread)
+    )
+    if by_look:
+      pattern, threshold = copy.pattern, copy.threshold
       margin = int(round(float(settings.appearance_margin) * pattern.shape[0]))
       for name, split in splits.items():
         located = appearance.locate(split['image'], pattern, threshold, margin)
@@ -366,7 +379,7 @@ def _carry_to_splits(
       {
         'class': label,
         'cluster': number,
-        'localised_by': settings.localise,
+        'localised_by': 'appearance' if by_look else 'relevance',
         'threshold': threshold,
         'fixed_place': region is not None,
         'images_shown': shown,

@@ -52,9 +52,10 @@ def scores(splits, split_name, classes, kept, found_items, found_masks) -> dict:
   """How the reveal compares with the truth the synthetic data keeps.
 
   Per class, its top-ranked cluster against the class's images that carry the class's own logo
-  (the artifact tied to it); per split, the found masks against the true overlay masks: which
-  images show an overlay (detection precision and recall) and, on those, IoU, pixel precision and
-  pixel recall (an image whose overlay was missed counts as IoU 0 in `iou_all`).
+  (the artifact tied to it), as clustered and as its object found by look in every image; per
+  split, the found masks against the true overlay masks: which images show an overlay (detection
+  precision and recall) and, on those, IoU, pixel precision and pixel recall (an image whose
+  overlay was missed counts as IoU 0 in `iou_all`).
   """
   source = splits[split_name]
   carries = carries_own_artifact(source)
@@ -63,13 +64,17 @@ def scores(splits, split_name, classes, kept, found_items, found_masks) -> dict:
     if not entry['clusters']:
       continue
     top = entry['clusters'][0]
-    chosen, _ = kept[(entry['class'], top['cluster'])]
+    chosen, _, copy = kept[(entry['class'], top['cluster'])]
     in_cluster = np.unique(found_items.image[chosen])
     images = np.unique(found_items.image[_all_of(kept, entry)])
     artifact = images[carries[images]]
     if len(artifact) == 0:
       continue
     hits = np.isin(in_cluster, artifact).sum()
+    # The cluster's object found by its look (appearance.fit_to_object) in every image of the
+    # split, whether or not the model looked at it there.
+    own = carries & (source['label'] == entry['class'])
+    looked_up = (copy.shown & own).sum()
     per_class.append(
       {
         'class': entry['class'],
@@ -78,6 +83,9 @@ def scores(splits, split_name, classes, kept, found_items, found_masks) -> dict:
         'top_cluster_images': len(in_cluster),
         'precision': float(hits / len(in_cluster)),
         'recall': float(hits / len(artifact)),
+        'by_look_images': int(copy.shown.sum()),
+        'by_look_precision': _ratio(looked_up, copy.shown.sum()),
+        'by_look_recall': _ratio(looked_up, own.sum()),
         'top_cluster_has_shortcut_evidence': top['shortcut_evidence'],
       }
     )
