@@ -76,9 +76,11 @@ def embedding_figure(path: str, classes: list[dict], groups, found_items, item_c
   )
 
 
-def _outline(axis, mask, colour):
+def _outline(axis, mask, colour, width: float = 1.0, style: str = 'solid'):
   if np.asarray(mask).any():
-    axis.contour(np.asarray(mask, float), levels=[0.5], colors=colour, linewidths=1.0)
+    axis.contour(
+      np.asarray(mask, float), levels=[0.5], colors=colour, linewidths=width, linestyles=style
+    )
 
 
 def clusters_figure(
@@ -137,9 +139,10 @@ def masks_figure(path, splits, found_masks, per_class, has_truth: bool, examples
     for k, index in enumerate(shown):
       image_axis, map_axis = axes[row, 2 * k], axes[row, 2 * k + 1]
       image_axis.imshow(splits[name]['image'][index, ..., 0], cmap='gray', vmin=0, vmax=255)
-      _outline(image_axis, found_masks[name][index, ..., 0], FOUND_COLOUR)
+      # Wide found, thin dashed true on top: both stay visible where they coincide.
+      _outline(image_axis, found_masks[name][index, ..., 0], FOUND_COLOUR, width=2.5)
       if has_truth:
-        _outline(image_axis, splits[name]['mask'][index, ..., 0], TRUE_COLOUR)
+        _outline(image_axis, splits[name]['mask'][index, ..., 0], TRUE_COLOUR, 1.0, 'dashed')
       heatmap = _heatmap_of(per_class, name, index)
       if heatmap is not None:
         map_axis.imshow(normalize(heatmap[None])[0], cmap='bwr', vmin=-1, vmax=1)
@@ -149,7 +152,9 @@ def masks_figure(path, splits, found_masks, per_class, has_truth: bool, examples
     axis.set_yticks([])
     if not axis.images:
       axis.axis('off')
-  legend = 'found (red) and true (green) outlines' if has_truth else 'found outlines (red)'
+  legend = (
+    'found (red, wide) and true (green, dashed) outlines' if has_truth else 'found outlines (red)'
+  )
   return _save(figure, path, f'Images that show a found shortcut: {legend}, heatmap beside')
 
 
