@@ -6,6 +6,7 @@
 
 Works on any finished case (`main.py` left config.json and classifier/ in its workdir), your own
 image folder included; without ground truth it reports clusters and evidence only, and says so.
+The data and model are the case's; the reveal's settings are the defaults and your --set.
 Writes reveal.json, reveal.md, found_masks.npz and reveal_*.png into <workdir>/reveal (or --out).
 A rerun with those files present prints the stored result; delete the folder to reveal afresh.
 """

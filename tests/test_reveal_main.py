@@ -15,6 +15,7 @@ import pytest
 from tests.test_main import ROOT, run_main
 from xaijax import case_config, data
 from xaijax.reveal import case, stage
+from xaijax.training import train_result
 
 TINY_CNN = """
 import flax.linen as nn
@@ -147,3 +148,32 @@ def test_find_shortcuts_on_a_case_trained_on_your_own_images(tmp_path, tiny_cnn)
   assert json.dumps(summary['classes']) == json.dumps(reveal['classes'])
   with pytest.raises(ValueError, match=r'trained seeds \[0\]; no seed 3'):
     case.find_shortcuts(str(tmp_path / 'run'), str(tmp_path / 'seed3'), model_seed=3)
+
+
+def test_find_shortcuts_takes_the_reveal_settings_of_today_not_of_the_run(tmp_path, monkeypatch):
+  # An Original saves the reveal defaults of its day; a reveal of it later uses today's (and
+  # --set), the case's data and model as saved.
+  seen = {}
+
+  def fake_reveal(config, splits, *args, **kwargs):
+    seen['reveal'], seen['data'] = config.reveal.to_dict(), config.data.to_dict()
+    return {}
+
+  saved = case_config.get_config('overlay_mode=poisoned')
+  saved.reveal.localise, saved.reveal.min_clusters = 'relevance', 7
+  (tmp_path / 'config.json').write_text(saved.to_json())
+  class Trained:
+    best_validation_f1, seeds = [0.5], [0]
+
+    def variables_of(self, index):
+      return {}
+
+  monkeypatch.setattr(train_result, 'load_train_result', lambda _: Trained())
+  monkeypatch.setattr(case.data_lib, 'load_splits', lambda _: {})
+  monkeypatch.setattr(case.stage, 'reveal', fake_reveal)
+  case.find_shortcuts(str(tmp_path), str(tmp_path / 'out'), {'reveal.max_regions': 5})
+  today = case_config.get_config().reveal
+  assert seen['reveal']['localise'] == today.localise != 'relevance'
+  assert seen['reveal']['min_clusters'] == today.min_clusters
+  assert seen['reveal']['max_regions'] == 5
+  assert seen['data']['overlay_mode'] == 'poisoned'

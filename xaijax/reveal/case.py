@@ -146,14 +146,18 @@ def find_shortcuts(
 ) -> dict:
   """The reveal of the finished case in `workdir`, into `out_dir` (default <workdir>/reveal), of
   the model of training seed `model_seed` (default: the seed with the best validation macro-F1).
-  Settings come from the case's config.json; `overrides` ({'reveal.layer': ...}) change them.
-  Returns the reveal's summary."""
+  The data, model and training settings come from the case's config.json; the reveal's own
+  settings are the defaults (whatever reveal section that run saved: an Original saves the
+  defaults of its day); `overrides` ({'reveal.layer': ...}) change either. Returns the reveal's
+  summary."""
   from xaijax import case_config
   from xaijax.training import train_result
 
   saved = _saved_config(workdir)
   config = case_config.get_config()
   for section in saved:
+    if section == 'reveal':
+      continue
     if section in config and isinstance(config[section], ml_collections.ConfigDict):
       config[section].update(saved[section].to_dict())
   for key, value in (overrides or {}).items():
