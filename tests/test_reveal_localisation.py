@@ -148,6 +148,9 @@ def test_repetition_is_high_for_a_copied_object_and_low_for_varied_ones():
     {'pattern_repetition': other, **flips}
   )
   assert rank({'pattern_repetition': 0.5, **flips}) > rank({'pattern_repetition': 0.5, **no_flips})
+  # Shortcut evidence outranks everything else.
+  flagged = {'pattern_repetition': float('nan'), 'shortcut_evidence': True, **no_flips}
+  assert rank(flagged) > rank({'pattern_repetition': 1.0, **flips})
 
 
 def test_the_threshold_reproducing_membership_is_the_best_f1_of_all_thresholds():

@@ -162,6 +162,7 @@ def test_find_shortcuts_takes_the_reveal_settings_of_today_not_of_the_run(tmp_pa
   saved = case_config.get_config('overlay_mode=poisoned')
   saved.reveal.localise, saved.reveal.min_clusters = 'relevance', 7
   (tmp_path / 'config.json').write_text(saved.to_json())
+
   class Trained:
     best_validation_f1, seeds = [0.5], [0]
 

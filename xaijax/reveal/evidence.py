@@ -123,12 +123,14 @@ def is_shortcut(evidence: dict, thresholds) -> bool:
 
 
 def ranking_score(evidence: dict) -> float:
-  """The order of clusters within a class: repetition first (a copied object, what an artifact
-  is, whether or not the model's decision hangs on it), ties broken by the attack's excess flip
-  rate. NaN (a cluster of one, an attack that could not run) counts as lowest."""
+  """The order of clusters within a class: those with shortcut evidence (`is_shortcut`, stored as
+  'shortcut_evidence') first; then repetition (a copied object, what an artifact is, whether or
+  not the model's decision hangs on it); ties broken by the attack's excess flip rate. NaN (a
+  cluster of one, an attack that could not run) counts as lowest."""
   repetition = evidence.get('pattern_repetition', float('nan'))
   excess = evidence['flip_rate'] - evidence['control_flip_rate']
   return float(
-    (repetition if np.isfinite(repetition) else -2.0)
+    4.0 * bool(evidence.get('shortcut_evidence', False))
+    + (repetition if np.isfinite(repetition) else -2.0)
     + 1e-3 * (excess if np.isfinite(excess) else -2.0)
   )
