@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/device_check}"
 mkdir -p "$OUT"
 rm -f "$OUT"/{train,lrp,gan,mesh,processes,case}.jsonl
+rm -rf "$OUT/case"  # a check measures a fresh run; an old one (another setup) would be refused
 python -c "import jax; print('devices:', jax.devices())" | tee "$OUT/devices.txt"
 
 if [ "${TINY:-0}" = 1 ]; then
