@@ -309,3 +309,26 @@ def test_defects_of_their_own_size_and_darkness_are_no_copy():
   window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
   copy = appearance.fit_to_object(images, window)
   assert not copy.spread <= 0.25, copy.spread  # NaN (nothing enclosed) or far from a copy
+
+
+def test_the_first_cut_takes_the_clusters_own_images_when_other_objects_share_the_window():
+  rng = np.random.default_rng(8)
+  own, other = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+  own[5:7, 5:7] = 255  # two logos in the same dark box, apart only in their bottom half
+  other[5:7, 1:3] = 255
+  images = textured(rng, 60)
+  members = np.arange(60) < 20
+  corners = []
+  for i in range(40):
+    y, x = (int(v) for v in rng.integers(4, 52, 2))
+    images[i, y : y + 8, x : x + 8, 0] = own if members[i] else other
+    corners.append((y, x))
+  y, x = corners[0]
+  window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)  # the shared corner
+  fitted = appearance.fit_to_object(images, window, members=members)
+  np.testing.assert_array_equal(fitted.pattern, own)
+  np.testing.assert_array_equal(fitted.shown, members)
+  assert fitted.spread == 0.0
+  # Cut on every match, the two logos blend into one that is a copy of neither.
+  everyone = appearance.fit_to_object(images, window)
+  assert not np.array_equal(everyone.pattern, own) and not everyone.spread <= 0.25

@@ -114,7 +114,9 @@ class Copy:
   spread: float
 
 
-def fit_to_object(images: np.ndarray, pattern: np.ndarray, rounds: int = 3) -> Copy:
+def fit_to_object(
+  images: np.ndarray, pattern: np.ndarray, rounds: int = 3, members: np.ndarray | None = None
+) -> Copy:
   """`pattern` (a window around a relevance peak) cut to the object its matches in `images` share.
 
   Aligned on their best matches, the images agree pixel for pixel where the object is and differ
@@ -122,11 +124,18 @@ def fit_to_object(images: np.ndarray, pattern: np.ndarray, rounds: int = 3) -> C
   connected to the window, are the object; its bounding box is the new pattern. Repeated up to
   `rounds` times, until the pattern no longer changes: the first window's matches can sit a pixel
   off, which blurs the object's edge, and the cut pattern aligns them exactly.
+
+  `members` (bool [N]): the images the window came from (a cluster's). The first cut takes only
+  their matches: a window on part of a logo also matches the other logos that share that part
+  (their common dark box), and all of them together agree on that part alone.
   """
   scores, corners = match_scores(images, pattern)
   threshold, spread = split_threshold(scores), float('nan')
-  for _ in range(rounds):
-    fitted, spread = _object_of_matches(images, pattern, scores > threshold, corners)
+  for round_number in range(rounds):
+    shown = scores > threshold
+    if members is not None and round_number == 0:
+      shown &= np.asarray(members, bool)
+    fitted, spread = _object_of_matches(images, pattern, shown, corners)
     if fitted.shape == pattern.shape and np.array_equal(fitted, pattern):
       break
     pattern = fitted

@@ -280,7 +280,9 @@ def _cluster_evidence(
   window = appearance.template(
     images[found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
   )
-  copy = appearance.fit_to_object(images, window)
+  copy = appearance.fit_to_object(
+    images, window, members=np.isin(np.arange(len(images)), member_images)
+  )
   found = {
     'items': len(chosen),
     'relevance_in_mask': _nanmean(localisation.relevance_share(heatmaps[member_images], outlines)),
