@@ -2,9 +2,11 @@
 
 An artifact is a copy of one object (a logo, a watermark, a tag) wherever it sits, while a defect
 differs from image to image. So the members of an artifact's cluster look alike around their
-relevance peaks (`repetition`, which ranks the clusters), and the window of its most typical
-member is a template that finds the object in any image by normalised cross-correlation, also in
-images where the model did not look at it (`locate`, `reveal.localise='appearance'`).
+relevance peaks (`repetition`, which ranks the clusters). The window of its most typical member
+(`template`), cut to the object that the images matching it share pixel for pixel
+(`fit_to_object`), is a `Copy`: how exact its copies are flags a shortcut the data offers
+(`evidence.is_shortcut`), and its pattern finds the object in any image by normalised
+cross-correlation, also where the model did not look at it (`locate`, `reveal.localise`).
 """
 
 from __future__ import annotations
