@@ -332,3 +332,15 @@ def test_the_first_cut_takes_the_clusters_own_images_when_other_objects_share_th
   # Cut on every match, the two logos blend into one that is a copy of neither.
   everyone = appearance.fit_to_object(images, window)
   assert not np.array_equal(everyone.pattern, own) and not everyone.spread <= 0.25
+
+
+def test_copy_evidence_counts_the_copies_in_the_class_and_nothing_without_an_object():
+  from xaijax.reveal import stage
+
+  shown = np.array([True, True, True, False, True])
+  groups = np.array([2, 2, 2, 2, 5])
+  copy = appearance.Copy(np.zeros((4, 4), np.float32), 0.8, shown, 0.0)
+  found = stage._copy_evidence(copy, groups, 2)
+  assert found == {'copy_spread': 0.0, 'copy_images': 4, 'copy_in_class': 0.75}
+  none = stage._copy_evidence(appearance.Copy(copy.pattern, 0.8, shown, float('nan')), groups, 2)
+  assert none['copy_images'] == 0 and np.isnan(none['copy_in_class'])

@@ -313,8 +313,9 @@ def _cluster_evidence(
 
 def _copy_evidence(copy: appearance.Copy, groups: np.ndarray, label: int) -> dict:
   """How exact a copy the cluster's object is, in how many images, and how many of them are of
-  the cluster's class (a copied object tied to one class is a shortcut the data offers)."""
-  shown = int(copy.shown.sum())
+  the cluster's class (a copied object tied to one class is a shortcut the data offers). Without
+  an enclosed object (spread NaN) there is no copy to count."""
+  shown = int(copy.shown.sum()) if np.isfinite(copy.spread) else 0
   return {
     'copy_spread': copy.spread,
     'copy_images': shown,
