@@ -344,3 +344,26 @@ def test_copy_evidence_counts_the_copies_in_the_class_and_nothing_without_an_obj
   assert found == {'copy_spread': 0.0, 'copy_images': 4, 'copy_in_class': 0.75}
   none = stage._copy_evidence(appearance.Copy(copy.pattern, 0.8, shown, float('nan')), groups, 2)
   assert none['copy_images'] == 0 and np.isnan(none['copy_in_class'])
+
+
+def test_a_copy_is_told_from_look_alikes_in_the_same_box():
+  rng = np.random.default_rng(9)
+  own = np.zeros((8, 8), np.uint8)
+  own[4:7, 4:7] = 255
+  look_alike = own.copy()
+  look_alike[1:3, 1:3] = 255  # the same logo with a mark in its corner
+  images = textured(rng, 300)
+  members = np.arange(300) < 20
+  corners = []
+  for i in range(80):
+    y, x = (int(v) for v in rng.integers(4, 52, 2))
+    images[i, y : y + 8, x : x + 8, 0] = own if members[i] else look_alike
+    corners.append((y, x))
+  y, x = corners[0]
+  window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
+  copy = appearance.fit_to_object(images, window, members=members)
+  np.testing.assert_array_equal(copy.pattern, own)
+  np.testing.assert_array_equal(copy.shown, members)
+  # Otsu's split over every image would have counted the look-alikes as copies.
+  scores, _ = appearance.match_scores(images, copy.pattern)
+  assert appearance.split_threshold(scores) < scores[20:80].min() < copy.threshold

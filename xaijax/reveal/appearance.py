@@ -127,15 +127,16 @@ def fit_to_object(
   `rounds` times, until the pattern no longer changes: the first window's matches can sit a pixel
   off, which blurs the object's edge, and the cut pattern aligns them exactly.
 
-  `members` (bool [N]): the images the window came from (a cluster's). The first cut takes only
-  their matches: a window on part of a logo also matches the other logos that share that part
-  (their common dark box), and all of them together agree on that part alone.
+  `members` (bool [N]): the images the window came from (a cluster's). The object is cut from
+  their matches only: a window on part of a logo also matches the other logos that share that
+  part (their common dark box), and all of them together agree on that part alone. For the same
+  reason the final threshold is raised above look-alikes where the members' matches allow it.
   """
   scores, corners = match_scores(images, pattern)
   threshold, spread = split_threshold(scores), float('nan')
-  for round_number in range(rounds):
+  for _ in range(rounds):
     shown = scores > threshold
-    if members is not None and round_number == 0:
+    if members is not None:
       shown &= np.asarray(members, bool)
     fitted, spread = _object_of_matches(images, pattern, shown, corners)
     if fitted.shape == pattern.shape and np.array_equal(fitted, pattern):
@@ -143,7 +144,23 @@ def fit_to_object(
     pattern = fitted
     scores, corners = match_scores(images, pattern)
     threshold = split_threshold(scores)
+  if members is not None:
+    threshold = _apart_from_look_alikes(scores, threshold, np.asarray(members, bool))
   return Copy(pattern, threshold, scores > threshold, spread)
+
+
+def _apart_from_look_alikes(scores, threshold, members) -> float:
+  """A higher split among the images above `threshold`, where objects like this one match too
+  (other logos in the same dark box score about 0.7 against a copy's 1.0): Otsu's split of those
+  scores alone, taken when at least 90% of the members' images above `threshold` stay above it."""
+  above = scores > threshold
+  own = above & members
+  if above.sum() < 3 or not own.any():
+    return threshold
+  higher = split_threshold(scores[above])
+  if higher > threshold and np.mean(scores[own] > higher) >= 0.9:
+    return higher
+  return threshold
 
 
 def _object_of_matches(images, pattern, shown, corners):
