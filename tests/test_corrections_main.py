@@ -119,3 +119,20 @@ def test_a_concept_from_found_masks_stands_outlined_images_against_others():
   assert not examples['group'].any()
   with pytest.raises(ValueError, match='outlined an artifact in 2 of 12 images'):
     masks.concept_examples(config, found_split([1, 1] + [0] * 10))
+
+
+def test_an_artifact_in_every_image_stands_against_itself_inpainted():
+  config = case_config.get_config('', correction='pclarc')
+  config.correction.masks = 'found'
+  split = found_split([1] * 10 + [0] * 2)
+  split['image'][:, :2, :2] = 255  # the artifact: a white corner on each image's own gray
+  examples = masks.concept_examples(config, split)
+  with_artifact, without = examples['with_artifact'], examples['without_artifact']
+  assert len(with_artifact) == len(without) == 10 and not examples['group'].any()
+  np.testing.assert_array_equal(with_artifact, split['image'][:10])
+  # Outside the outline nothing changes; inside, the corner takes the image's own gray again.
+  np.testing.assert_array_equal(without[:, 2:], with_artifact[:, 2:])
+  np.testing.assert_array_equal(without[:, :2, 2:], with_artifact[:, :2, 2:])
+  # (OpenCV's Telea is a few gray levels off even on a flat image.)
+  corner = without[:, :2, :2, 0].astype(int) - np.arange(10)[:, None, None]
+  assert np.abs(corner).max() <= 3, corner

@@ -52,7 +52,9 @@ def concept_examples(config, split: dict) -> dict[str, np.ndarray]:
   Ground truth pairs every overlaid image with its clean original, so the two sets hold the same
   defects and differ only by the overlay. Found masks cannot: as Reveal2Revise does, the images
   the reveal outlined an artifact in stand against as many drawn (seeded) from those it did not,
-  one group whatever `correction.concept` says (the outlines do not say which logo).
+  one group whatever `correction.concept` says (the outlines do not say which logo). Where
+  fewer than MIN_CONCEPT_IMAGES images lack an outline, each outlined image stands against
+  itself with the outlined region inpainted.
   """
   if mask_key(config) == FOUND_MASK_KEY:
     return _found_concept_examples(split, _masks_of(config, split))
@@ -70,6 +72,8 @@ def _found_concept_examples(split: dict, found: np.ndarray, seed: int = 0) -> di
   shows = found.reshape(len(found), -1).any(axis=1)
   with_artifact, without = np.flatnonzero(shows), np.flatnonzero(~shows)
   count = min(len(with_artifact), len(without))
+  if len(without) < MIN_CONCEPT_IMAGES <= len(with_artifact):
+    return _inpainted_pairs(split, found, with_artifact)
   if count < MIN_CONCEPT_IMAGES:
     raise ValueError(
       f"correction.masks='found': the reveal outlined an artifact in {len(with_artifact)} of "
@@ -85,6 +89,20 @@ def _found_concept_examples(split: dict, found: np.ndarray, seed: int = 0) -> di
     'with_artifact': images[with_artifact],
     'without_artifact': images[without],
     'group': np.zeros(count, np.int32),
+  }
+
+
+def _inpainted_pairs(split: dict, found: np.ndarray, outlined: np.ndarray) -> dict:
+  """The artifact in (nearly) every image, as with the paper's overlays: no image stands without
+  it, so each outlined image stands against itself with its found region inpainted (Telea), the
+  nearest the found masks come to ground truth's clean twin. Only the concept sees these pixels."""
+  from xaijax import remedies
+
+  images = np.asarray(split['image'])[outlined]
+  return {
+    'with_artifact': images,
+    'without_artifact': remedies.telea(images, np.asarray(found)[outlined]),
+    'group': np.zeros(len(outlined), np.int32),
   }
 
 
