@@ -311,20 +311,26 @@ def test_defects_of_their_own_size_and_darkness_are_no_copy():
   assert not copy.spread <= 0.25, copy.spread  # NaN (nothing enclosed) or far from a copy
 
 
-def test_the_first_cut_takes_the_clusters_own_images_when_other_objects_share_the_window():
-  rng = np.random.default_rng(8)
-  own, other = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
-  own[5:7, 5:7] = 255  # two logos in the same dark box, apart only in their bottom half
-  other[5:7, 1:3] = 255
-  images = textured(rng, 60)
-  members = np.arange(60) < 20
+def two_logos(rng, own, other, count, stamped):
+  """`count` textured images, the first 20 (the members) carrying `own` and the next up to
+  `stamped` carrying `other`, each at a random place; and the window around the first member's
+  logo's top-left corner, the part of the dark box the two logos share."""
+  images = textured(rng, count)
+  members = np.arange(count) < 20
   corners = []
-  for i in range(40):
+  for i in range(stamped):
     y, x = (int(v) for v in rng.integers(4, 52, 2))
     images[i, y : y + 8, x : x + 8, 0] = own if members[i] else other
     corners.append((y, x))
   y, x = corners[0]
-  window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)  # the shared corner
+  return images, members, images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
+
+
+def test_the_first_cut_takes_the_clusters_own_images_when_other_objects_share_the_window():
+  own, other = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+  own[5:7, 5:7] = 255  # two logos in the same dark box, apart only in their bottom half
+  other[5:7, 1:3] = 255
+  images, members, window = two_logos(np.random.default_rng(8), own, other, 60, 40)
   fitted = appearance.fit_to_object(images, window, members=members)
   np.testing.assert_array_equal(fitted.pattern, own)
   np.testing.assert_array_equal(fitted.shown, members)
@@ -347,20 +353,11 @@ def test_copy_evidence_counts_the_copies_in_the_class_and_nothing_without_an_obj
 
 
 def test_a_copy_is_told_from_look_alikes_in_the_same_box():
-  rng = np.random.default_rng(9)
   own = np.zeros((8, 8), np.uint8)
   own[4:7, 4:7] = 255
   look_alike = own.copy()
   look_alike[1:3, 1:3] = 255  # the same logo with a mark in its corner
-  images = textured(rng, 300)
-  members = np.arange(300) < 20
-  corners = []
-  for i in range(80):
-    y, x = (int(v) for v in rng.integers(4, 52, 2))
-    images[i, y : y + 8, x : x + 8, 0] = own if members[i] else look_alike
-    corners.append((y, x))
-  y, x = corners[0]
-  window = images[0, y - 4 : y + 4, x - 4 : x + 4, 0].astype(np.float32)
+  images, members, window = two_logos(np.random.default_rng(9), own, look_alike, 300, 80)
   copy = appearance.fit_to_object(images, window, members=members)
   np.testing.assert_array_equal(copy.pattern, own)
   np.testing.assert_array_equal(copy.shown, members)

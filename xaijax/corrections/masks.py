@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xaijax import remedies
+
 MASK_SOURCES = ('mask', 'found')
 CORRECTION_MASK_KEY = 'correction_mask'  # the masks a penalty reads from its batches
 FOUND_MASK_KEY = 'found_mask'  # the reveal's masks in a split
@@ -96,8 +98,6 @@ def _inpainted_pairs(split: dict, found: np.ndarray, outlined: np.ndarray) -> di
   """The artifact in (nearly) every image, as with the paper's overlays: no image stands without
   it, so each outlined image stands against itself with its found region inpainted (Telea), the
   nearest the found masks come to ground truth's clean twin. Only the concept sees these pixels."""
-  from xaijax import remedies
-
   images = np.asarray(split['image'])[outlined]
   return {
     'with_artifact': images,

@@ -62,29 +62,34 @@ def _pair_scores(images: np.ndarray, peaks, rng: np.random.Generator):
   return chosen, scores, around, half
 
 
-def repetition(images: np.ndarray, peaks, rng: np.random.Generator) -> float:
-  """How alike a cluster's members look around their relevance peaks, in [-1, 1].
+def members_look(images: np.ndarray, peaks, rng: np.random.Generator):
+  """(repetition, template) of a cluster's members from one pass over their pairs.
 
-  For pairs of members (images [M, H, W, C] uint8 with their (row, column) peaks; at most MEMBERS
-  of them, sampled): the window around one's peak is matched (normalised cross-correlation)
-  anywhere within a window's width of the other's peak, both ways, and the better of the two
-  counts. Returns the median over pairs. NaN with fewer than two members.
+  repetition: how alike the members look around their relevance peaks, in [-1, 1]. For pairs of
+  members (images [M, H, W, C] uint8 with their (row, column) peaks; at most MEMBERS of them,
+  sampled): the window around one's peak is matched (normalised cross-correlation) anywhere
+  within a window's width of the other's peak, both ways, and the better of the two counts; the
+  median over pairs. NaN with fewer than two members.
+  template: float32 [w, w], the window of the member that matches the others best (median score).
   """
+  chosen, scores, around, half = _pair_scores(images, peaks, rng)
+  if len(chosen) < 2:
+    return float('nan'), np.array(around(chosen[0], half), np.float32)
+  alike = float(np.median(scores[np.triu_indices(len(scores), 1)]))
+  typical = np.nanmedian(np.where(np.eye(len(chosen), dtype=bool), np.nan, scores), axis=1)
+  return alike, np.array(around(chosen[int(np.nanargmax(typical))], half), np.float32)
+
+
+def repetition(images: np.ndarray, peaks, rng: np.random.Generator) -> float:
+  """How alike a cluster's members look around their relevance peaks (`members_look`)."""
   if len(images) < 2:
     return float('nan')
-  _, scores, _, _ = _pair_scores(images, peaks, rng)
-  return float(np.median(scores[np.triu_indices(len(scores), 1)]))
+  return members_look(images, peaks, rng)[0]
 
 
 def template(images: np.ndarray, peaks, rng: np.random.Generator) -> np.ndarray:
-  """float32 [w, w]: the window of the member that matches the others best (median score)."""
-  chosen, scores, around, half = _pair_scores(images, peaks, rng)
-  if len(chosen) > 1:
-    typical = np.nanmedian(np.where(np.eye(len(chosen), dtype=bool), np.nan, scores), axis=1)
-    best = int(np.nanargmax(typical))
-  else:
-    best = 0
-  return np.array(around(chosen[best], half), np.float32)
+  """The window of the member that matches the others best (`members_look`)."""
+  return members_look(images, peaks, rng)[1]
 
 
 def match_scores(images: np.ndarray, pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -277,7 +277,7 @@ def _cluster_evidence(
   features = found_items.features[chosen]
   peaks = [appearance.peak_of(heatmaps[found_items.image[k]], found_items.masks[k]) for k in chosen]
   # Seeded on their own, so the attack's draws stay as they were.
-  window = appearance.template(
+  alike, window = appearance.members_look(
     images[found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
   )
   copy = appearance.fit_to_object(
@@ -292,9 +292,7 @@ def _cluster_evidence(
     'concept_tightness': float(
       np.mean(evidence.cosine_to_centroid(features, features.mean(axis=0)))
     ),
-    'pattern_repetition': appearance.repetition(
-      images[found_items.image[chosen]], peaks, np.random.default_rng(int(settings.seed))
-    ),
+    'pattern_repetition': alike,
     **_copy_evidence(copy, groups, label),
     **evidence.flip_rates(
       model.predict,
