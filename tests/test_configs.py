@@ -41,7 +41,7 @@ def test_a_typo_in_a_config_key_is_an_error():
     config.data.resolutoin  # noqa: B018
 
 
-CORRECTIONS = ['rrr', 'rrr_lrp', 'pclarc', 'aclarc', 'rrclarc']
+CORRECTIONS = ['rrr', 'rrr_lrp', 'counterexamples', 'pclarc', 'aclarc', 'rrclarc']
 
 
 @pytest.mark.parametrize('case', CORRECTIONS)

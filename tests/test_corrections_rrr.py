@@ -1,5 +1,6 @@
-"""Right for the Right Reasons: penalties against finite differences (float64), lambda = 0 against
-plain training, and a planted shortcut that RRR stops the model from using."""
+"""Right for the Right Reasons and its whole-change form, counterexamples: penalties against their
+formulas and finite differences (float64), lambda = 0 against plain training, and a planted
+shortcut that each stops the model from using."""
 
 import functools
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from xaijax import case_config, lrp
-from xaijax.corrections import masks, rrr, stages
+from xaijax.corrections import counterexamples, masks, rrr, stages
 from xaijax.models import mobilenet, registry
 from xaijax.training import classifier as classifier_training
 
@@ -340,3 +341,111 @@ def test_rrr_moves_relevance_off_a_planted_shortcut(shortcut_data, plain_run, tm
   # The corner is 4 of 64 pixels; the plain model puts far more than that share on it.
   assert plain_share.min() > 0.3, plain_share
   assert corrected_share.max() < plain_share.min() / 4, (corrected_share, plain_share)
+
+
+# ----------------------------------------------------------------------------- counterexamples
+
+
+def test_each_image_takes_its_partners_pixels_wherever_either_has_the_artifact():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (5, 6, 6, 2)).astype(np.float32)
+  artifact = (rng.uniform(size=(5, 6, 6, 1)) < 0.3).astype(np.uint8)
+  swapped = np.asarray(counterexamples.counterexamples(jnp.asarray(images), artifact))
+  for index in range(5):
+    partner = (index + 1) % 5
+    for row in range(6):
+      for column in range(6):
+        inside = artifact[index, row, column, 0] or artifact[partner, row, column, 0]
+        source = images[partner] if inside else images[index]
+        np.testing.assert_array_equal(swapped[index, row, column], source[row, column])
+
+
+def test_symmetric_kl_against_its_definition():
+  rng = np.random.default_rng(1)
+  logits, other = rng.normal(size=(2, 4, 5))
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  q = np.exp(other) / np.exp(other).sum(-1, keepdims=True)
+  expected = 0.5 * ((p * np.log(p / q)).sum(-1) + (q * np.log(q / p)).sum(-1))
+  np.testing.assert_allclose(counterexamples.symmetric_kl(logits, other), expected, rtol=1e-5)
+  np.testing.assert_allclose(counterexamples.symmetric_kl(logits, logits), 0.0, atol=1e-7)
+
+
+def test_penalty_value_is_the_counterexamples_cross_entropy_plus_their_disagreement():
+  rng = np.random.default_rng(2)
+  model = SmallConvNet()
+  inputs, mask = images_and_mask(rng, 4, 8)
+  variables = model.init(jax.random.key(0), inputs)
+  labels = np.array([0, 1, 2, 1], np.int32)
+  penalty = counterexamples.CounterexamplePenalty(weight=3.0)
+  forward = training_forward(model, variables['batch_stats'])
+  batch = {masks.CORRECTION_MASK_KEY: mask, 'label': labels}
+  logits, _, value = penalty(forward, variables, inputs, batch)
+  # The same numbers by hand: both halves through one training-mode pass (shared batch statistics).
+  swapped = counterexamples.counterexamples(inputs, mask)
+  both, _ = forward(variables, jnp.concatenate([inputs, swapped]))
+  log_q = jax.nn.log_softmax(both[4:])
+  cross_entropy = -np.take_along_axis(np.asarray(log_q), labels[:, None], axis=1)[:, 0]
+  kl = counterexamples.symmetric_kl(both[:4], both[4:])
+  np.testing.assert_allclose(logits, both[:4], rtol=1e-6)
+  np.testing.assert_allclose(value, 3.0 * np.mean(cross_entropy + kl), rtol=1e-5)
+  assert float(jnp.mean(kl)) > 0  # the strip differs, so the untrained net answers differently
+
+
+def test_penalty_gradient_matches_finite_differences_in_float64():
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    model = SmallConvNet()
+    inputs, mask = images_and_mask(rng, 4, 8)
+    variables = float64(model.init(jax.random.key(1), inputs))
+    penalty = counterexamples.CounterexamplePenalty(weight=1.0)
+    forward = training_forward(model, variables['batch_stats'])
+    batch = {masks.CORRECTION_MASK_KEY: mask, 'label': np.array([0, 1, 2, 0], np.int32)}
+
+    @jax.jit
+    def value(params):
+      return penalty(forward, {**variables, 'params': params}, inputs, batch)[2]
+
+    analytic, numeric = directional_check(value, variables['params'])
+    assert abs(analytic - numeric) <= 1e-6 * max(abs(numeric), 1e-3), (analytic, numeric)
+
+
+def test_weight_zero_is_plain_training():
+  config = tiny_config(name='counterexamples', weight=0.0)
+  assert stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input)) is None
+  config.correction.weight = 0.5
+  penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
+  assert penalty == counterexamples.CounterexamplePenalty(0.5)
+
+
+def accuracy_and_sensitivity_to_the_corner(result, test):
+  """Per seed: accuracy on `test`, and the mean L1 change of the class probabilities when the
+  corner (the shortcut) is inverted."""
+  inverted = test['image'].copy()
+  inverted[:, :2, :2] = 255 - inverted[:, :2, :2]
+  accuracy, sensitivity = [], []
+  for index in range(len(result.seeds)):
+    variables = result.variables_of(index)
+    logits = PixelMlp().apply(variables, to_input(test['image']))
+    other = PixelMlp().apply(variables, to_input(inverted))
+    accuracy.append(float(jnp.mean(logits.argmax(-1) == test['label'])))
+    change = jnp.abs(jax.nn.softmax(logits) - jax.nn.softmax(other)).sum(-1)
+    sensitivity.append(float(jnp.mean(change)))
+  return np.asarray(accuracy), np.asarray(sensitivity)
+
+
+def test_counterexamples_unlearn_a_planted_shortcut(shortcut_data, plain_run, tmp_path):
+  # Early-stopped on validation images whose shortcut says nothing, as a correction is.
+  data = {**shortcut_data, 'validation': shortcut_split(64, 1, False)}
+  config = tiny_config(name='counterexamples', weight=1.0)
+  config.train.update(epochs=30, patience=30)
+  corrected = train(
+    config, data, tmp_path / 'counterexamples', stages.training_penalty(config, None)
+  )
+  test = shortcut_data['test']  # the corner says nothing here
+  plain_accuracy, plain_sensitivity = accuracy_and_sensitivity_to_the_corner(plain_run, test)
+  accuracy, sensitivity = accuracy_and_sensitivity_to_the_corner(corrected, test)
+  assert sensitivity.max() < plain_sensitivity.min() / 4, (sensitivity, plain_sensitivity)
+  assert accuracy.min() > plain_accuracy.max() + 0.1, (accuracy, plain_accuracy)
+  plain_share = relevance_share_on_corner(plain_run, test)
+  corrected_share = relevance_share_on_corner(corrected, test)
+  assert corrected_share.max() < plain_share.min(), (corrected_share, plain_share)

@@ -51,12 +51,12 @@ LRP_COMPOSITES = (  # xaijax.lrp.COMPOSITES, named here so a config loads withou
   'epsilon_plus_flat',
   'epsilon_alpha2_beta1',
 )
-CORRECTION_NAMES = ('none', 'rrr', 'rrr_lrp', 'pclarc', 'aclarc', 'rrclarc')
+CORRECTION_NAMES = ('none', 'rrr', 'rrr_lrp', 'counterexamples', 'pclarc', 'aclarc', 'rrclarc')
 # λ of each correction with a penalty, chosen on validation (README: "Model corrections"):
 # scripts/sweep_correction.py, spurious setting, 2 seeds, 20 epochs, the highest validation F1
 # with the overlays swapped. RRR: 0.001 of 1e-3..100 (from 0.03 up the model collapses to a
 # constant; below, it keeps the shortcut). RRR-LRP: 10 of 1 and 10. RR-ClArC: not swept.
-CORRECTION_WEIGHTS = {'rrr': 0.001, 'rrr_lrp': 10.0, 'rrclarc': 10.0}
+CORRECTION_WEIGHTS = {'rrr': 0.001, 'rrr_lrp': 10.0, 'counterexamples': 1.0, 'rrclarc': 10.0}
 SEED_STRATEGIES = ('vmap', 'loop')
 
 

@@ -1,6 +1,6 @@
 """`benchmark.py corrections`: training steps with each correction's penalty, against plain ones.
 
-  python scripts/benchmark.py corrections                       # plain, rrr, rrr_lrp, rrclarc
+  python scripts/benchmark.py corrections                       # every variant
   python scripts/benchmark.py corrections --variants plain,rrr --seeds 3 --resolution 64
 
 Every variant is the trainer's own `per_seed.train_step` (vmapped over seeds, MobileNet, Adam,
@@ -29,14 +29,14 @@ import numpy as np
 
 from xaijax import case_config
 from xaijax.benchmarks.timing import choices, emit, time_interleaved
-from xaijax.corrections import clarc, masks, rrr
+from xaijax.corrections import clarc, counterexamples, masks, rrr
 from xaijax.data.overlays import strip_mask
 from xaijax.models import registry
 from xaijax.models.mobilenet import MobileNet
 from xaijax.training import per_seed, seed_runners
 
 NUM_CLASSES = 10
-VARIANTS = ('plain', 'rrr', 'rrr_lrp', 'rrclarc')
+VARIANTS = ('plain', 'rrr', 'rrr_lrp', 'counterexamples', 'rrclarc')
 EPOCH_LIMIT = 100  # the epochs a benchmark state has room for; the epoch counter wraps
 
 
@@ -48,6 +48,8 @@ def _model_and_penalty(args, variant):
     return model, rrr.InputGradientPenalty(1.0)
   if variant == 'rrr_lrp':
     return model, rrr.LrpPenalty(1.0, model, args.lrp_composite, 0.1)
+  if variant == 'counterexamples':
+    return model, counterexamples.CounterexamplePenalty(1.0)
   feature_size = int(1024 * args.alpha)  # the head's input: MobileNet's pooled features
   concept_model = clarc.ConceptModel(model, 'conv_preds', feature_size, 1)
   return concept_model, clarc.ConceptGradientPenalty(1.0, feature_size, 'all', 'conv_preds')

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from xaijax import data, evaluation
-from xaijax.corrections import activations, clarc, masks, rrr
+from xaijax.corrections import activations, clarc, counterexamples, masks, rrr
 from xaijax.models import registry
 from xaijax.workdir import CLASSIFIER_DIR, read_json, write_json
 
@@ -37,7 +37,7 @@ CORRECTION_DIR = 'correction'  # the fine-tuning run of A-/RR-ClArC
 CONCEPT_FILE = 'concept.npz'  # the concept (CAV basis and means) of every seed
 MEASURES_FILE = 'correction.json'
 EPOCH_SECONDS_FILE = 'epoch_seconds.json'  # in a classifier run's folder
-TRAINED_FROM_SCRATCH = ('rrr', 'rrr_lrp')
+TRAINED_FROM_SCRATCH = ('rrr', 'rrr_lrp', 'counterexamples')
 FINE_TUNED = ('aclarc', 'rrclarc')
 VALIDATION_CHOICES = ('as_distributed', 'overlays_swapped')
 SWAP_SEED = 0
@@ -99,6 +99,8 @@ def training_penalty(config, classifier: registry.Classifier):
     return None
   if correction.name == 'rrr':
     return rrr.InputGradientPenalty(weight)
+  if correction.name == 'counterexamples':
+    return counterexamples.CounterexamplePenalty(weight)
   return rrr.LrpPenalty(
     weight, classifier.module, correction.lrp_composite, float(config.lrp.epsilon)
   )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from xaijax import report
 
-CORRECTION_CASES = ('rrr', 'rrr_lrp', 'pclarc', 'aclarc', 'rrclarc')
+CORRECTION_CASES = ('rrr', 'rrr_lrp', 'counterexamples', 'pclarc', 'aclarc', 'rrclarc')
 CORRECTION_TITLES = {
   'rrr': 'RRR, input gradient',
   'rrr_lrp': 'RRR, LRP (new)',
+  'counterexamples': 'Counterexamples (overlays swapped while training)',
   'pclarc': 'P-ClArC',
   'aclarc': 'A-ClArC',
   'rrclarc': 'RR-ClArC',
@@ -91,7 +92,7 @@ def table_lines(results: dict, titles: dict) -> list[str]:
 
 def _settings(correction: dict) -> str:
   name = correction['name']
-  if name == 'rrr':
+  if name in ('rrr', 'counterexamples'):
     return f'λ {correction["weight"]:g}'
   if name == 'rrr_lrp':
     return f'λ {correction["weight"]:g}, composite {correction["lrp_composite"]}'

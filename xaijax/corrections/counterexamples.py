@@ -1,0 +1,59 @@
+"""Counterexamples: the artifact swapped between training images, the model told not to care.
+
+Ross et al.'s penalty asks that the log-probabilities not change for an infinitesimal change of
+the masked pixels. Here the change is a whole one. Each training image is paired, inside its
+batch, with the next one (the batch is a fresh random permutation every epoch), and its
+counterexample x' takes the partner's pixels wherever either carries the artifact
+(`masks.swap_overlays` does the same to the validation images). What the artifact of x' says
+about the class is then a coin toss. As in Teso and Kersting's counterexamples (CAIPI, 2019), x'
+keeps the label of x; and the model is asked to answer both alike:
+
+    weight * mean over the batch of [cross-entropy(x', y) + symmetric KL(p(x), p(x'))]
+
+Both images go through one forward pass, so BatchNorm sees the originals and their counterexamples
+together. Only the training images are edited, and only while training: the model is evaluated,
+and used, on the images as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from xaijax.corrections.masks import CORRECTION_MASK_KEY
+
+
+def counterexamples(inputs, masks):
+  """Each image with the next image's pixels wherever either carries the artifact.
+
+  inputs [B, H, W, C], masks [B, H, W, 1] -> [B, H, W, C]; the last image's partner is the first.
+  """
+  masks = jnp.asarray(masks) > 0
+  partner_inputs, partner_masks = jnp.roll(inputs, -1, axis=0), jnp.roll(masks, -1, axis=0)
+  return jnp.where(masks | partner_masks, partner_inputs, inputs)
+
+
+def symmetric_kl(logits, other_logits):
+  """Per image: (KL(p || q) + KL(q || p)) / 2 of the two softmax distributions."""
+  log_p, log_q = jax.nn.log_softmax(logits), jax.nn.log_softmax(other_logits)
+  return 0.5 * jnp.sum((jnp.exp(log_p) - jnp.exp(log_q)) * (log_p - log_q), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterexamplePenalty:
+  """weight * mean_n [cross-entropy(x'_n, y_n) + symmetric KL(p(x_n), p(x'_n))]."""
+
+  weight: float
+  batch_keys: ClassVar[tuple[str, ...]] = (CORRECTION_MASK_KEY,)
+
+  def __call__(self, forward, variables, inputs, batch):
+    counter = counterexamples(inputs, batch[CORRECTION_MASK_KEY])
+    both, batch_stats = forward(variables, jnp.concatenate([inputs, counter]))
+    logits, counter_logits = jnp.split(both, 2)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(counter_logits, batch['label'])
+    value = jnp.mean(cross_entropy + symmetric_kl(logits, counter_logits))
+    return logits, batch_stats, self.weight * value
