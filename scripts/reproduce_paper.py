@@ -6,7 +6,7 @@ significance tests and convergence (made by xaijax/study.py and xaijax/study_rep
     python scripts/reproduce_paper.py --workdir=runs/study --settings=random   # one setting alone
     python scripts/reproduce_paper.py --workdir=runs/study_paper --arg=paper
     python scripts/reproduce_paper.py --workdir=runs/study \\
-        --cases=original,telea,rrr,rrr_lrp,pclarc,aclarc,rrclarc   # with the model corrections
+        --cases=original,telea,rrr,rrr_lrp,counterexamples,pclarc,aclarc,rrclarc   # corrections too
     python scripts/reproduce_paper.py --workdir=runs/gc10 \\
         --arg=paper,data=gc10_det,manual_dir=/data/GC10-DET
 

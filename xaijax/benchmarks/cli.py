@@ -12,7 +12,7 @@ invocation (`timing.time_interleaved`).
   python scripts/benchmark.py quality --measures MPRT,RegionPerturbation   # against Quantus
   python scripts/benchmark.py repack --seeds 8          # a sweep with and without repacking
   python scripts/benchmark.py processes --processes 1,2 --pin   # jax.distributed, local
-  python scripts/benchmark.py corrections --variants plain,rrr,rrr_lrp,rrclarc
+  python scripts/benchmark.py corrections --variants plain,rrr,rrr_lrp,counterexamples,rrclarc
 
 A workload is a module with an `add_<name>(subparsers)` that fills its subparser and sets `run`;
 list it in `SUBCOMMANDS`.

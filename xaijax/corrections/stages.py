@@ -1,7 +1,8 @@
 """The corrections' steps in a case's workflow, each writing into the workdir and skipped on a
 rerun when its output is there.
 
-    rrr, rrr_lrp       train from scratch with the penalty (`training_penalty`) -> classifier/
+    rrr, rrr_lrp,      train from scratch with the penalty (`training_penalty`) -> classifier/
+    counterexamples
     pclarc             train the Original (or reuse `correction.base_classifier`), learn the
                        concept, fold its projection into the head (no training) -> concept.npz
     aclarc, rrclarc    train the Original (or reuse it), learn the concept, fine-tune every seed
