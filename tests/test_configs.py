@@ -58,12 +58,15 @@ def test_every_correction_builds_and_keeps_the_images(case):
 def test_bad_correction_settings_say_what_to_change():
   config = case_config.get_config(correction='rrclarc')
   config.remedy.name = 'telea'
-  config.correction.update(weight=-1.0, cav='svm', fine_tune='some', masks='guessed')
+  config.correction.update(
+    weight=-1.0, lrp_weight=-2.0, cav='svm', fine_tune='some', masks='guessed'
+  )
   with pytest.raises(ValueError) as error:
     config_checks.validate(config)
   for expected in (
     "remedy.name='telea': a correction edits the model",
     'correction.weight=-1.0: must be at least 0',
+    'correction.lrp_weight=-2.0: must be at least 0',
     "correction.cav='svm'",
     "correction.fine_tune='some'",
     "correction.masks='guessed'",

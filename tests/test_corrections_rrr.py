@@ -389,6 +389,14 @@ def test_penalty_value_is_the_counterexamples_cross_entropy_plus_their_disagreem
   np.testing.assert_allclose(logits, both[:4], rtol=1e-6)
   np.testing.assert_allclose(value, 3.0 * np.mean(cross_entropy + kl), rtol=1e-5)
   assert float(jnp.mean(kl)) > 0  # the strip differs, so the untrained net answers differently
+  # With RRR-LRP's term beside it, the two values add.
+  relevance = rrr.LrpPenalty(weight=2.0, model=model, composite='epsilon', epsilon=0.1)
+  both_terms = counterexamples.CounterexamplePenalty(3.0, relevance)(
+    forward, variables, inputs, batch
+  )
+  alone = relevance(forward, variables, inputs, batch)[2]
+  assert float(alone) > 0
+  np.testing.assert_allclose(both_terms[2], value + alone, rtol=1e-5)
 
 
 def test_penalty_gradient_matches_finite_differences_in_float64():
@@ -415,6 +423,10 @@ def test_weight_zero_is_plain_training():
   config.correction.weight = 0.5
   penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
   assert penalty == counterexamples.CounterexamplePenalty(0.5)
+  config.correction.lrp_weight = 2.0
+  penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
+  assert penalty.relevance.weight == 2.0
+  assert penalty.relevance.composite == config.correction.lrp_composite
 
 
 def accuracy_and_sensitivity_to_the_corner(result, test):

@@ -289,6 +289,8 @@ def get_config(
       # chosen on validation: with overlays swapped 0.27 against epsilon's 0.14 (2 seeds, 20
       # epochs, λ 10); the network learned to hide the logo from epsilon-LRP (README).
       lrp_composite='epsilon_plus',
+      # counterexamples: λ of an RRR-LRP term (`lrp_composite`) added to its loss; 0: none.
+      lrp_weight=0.0,
       # ClArC: the concept lives in the activations entering this module ('conv_preds': MobileNet's
       # head, i.e. the pooled features; P-ClArC needs a Dense layer, A-/RR-ClArC take any).
       layer='conv_preds',

@@ -105,8 +105,9 @@ def validate(config) -> None:
       f'correction.name={correction.name!r} with remedy.name={config.remedy.name!r}: a correction '
       "edits the model, not the images; set remedy.name='none'"
     )
-  if not correction.weight >= 0:
-    problems.append(f'correction.weight={correction.weight}: must be at least 0')
+  for key in ('weight', 'lrp_weight'):
+    if not correction[key] >= 0:
+      problems.append(f'correction.{key}={correction[key]}: must be at least 0')
   choices = {
     'masks': ('mask', 'found'),
     'validation': ('as_distributed', 'overlays_swapped'),

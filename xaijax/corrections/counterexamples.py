@@ -10,6 +10,9 @@ keeps the label of x; and the model is asked to answer both alike:
 
     weight * mean over the batch of [cross-entropy(x', y) + symmetric KL(p(x), p(x'))]
 
+plus, optionally (`correction.lrp_weight`), RRR-LRP's term on the image as it is: the swap makes
+the overlay say nothing, but every image still carries one, and LRP keeps some relevance there.
+
 Both images go through one forward pass, so BatchNorm sees the originals and their counterexamples
 together. Only the training images are edited, and only while training: the model is evaluated,
 and used, on the images as they are.
@@ -24,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from xaijax.corrections import rrr
 from xaijax.corrections.masks import CORRECTION_MASK_KEY
 
 
@@ -45,9 +49,11 @@ def symmetric_kl(logits, other_logits):
 
 @dataclasses.dataclass(frozen=True)
 class CounterexamplePenalty:
-  """weight * mean_n [cross-entropy(x'_n, y_n) + symmetric KL(p(x_n), p(x'_n))]."""
+  """weight * mean_n [cross-entropy(x'_n, y_n) + symmetric KL(p(x_n), p(x'_n))], plus
+  `relevance`'s term on x where given."""
 
   weight: float
+  relevance: rrr.LrpPenalty | None = None
   batch_keys: ClassVar[tuple[str, ...]] = (CORRECTION_MASK_KEY,)
 
   def __call__(self, forward, variables, inputs, batch):
@@ -55,5 +61,7 @@ class CounterexamplePenalty:
     both, batch_stats = forward(variables, jnp.concatenate([inputs, counter]))
     logits, counter_logits = jnp.split(both, 2)
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(counter_logits, batch['label'])
-    value = jnp.mean(cross_entropy + symmetric_kl(logits, counter_logits))
-    return logits, batch_stats, self.weight * value
+    value = self.weight * jnp.mean(cross_entropy + symmetric_kl(logits, counter_logits))
+    if self.relevance is not None:
+      value = value + self.relevance(forward, variables, inputs, batch)[2]
+    return logits, batch_stats, value

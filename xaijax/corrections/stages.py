@@ -101,9 +101,15 @@ def training_penalty(config, classifier: registry.Classifier):
   if correction.name == 'rrr':
     return rrr.InputGradientPenalty(weight)
   if correction.name == 'counterexamples':
-    return counterexamples.CounterexamplePenalty(weight)
+    lrp_weight = float(correction.lrp_weight)
+    relevance = _lrp_penalty(config, classifier, lrp_weight) if lrp_weight else None
+    return counterexamples.CounterexamplePenalty(weight, relevance)
+  return _lrp_penalty(config, classifier, weight)
+
+
+def _lrp_penalty(config, classifier, weight: float) -> rrr.LrpPenalty:
   return rrr.LrpPenalty(
-    weight, classifier.module, correction.lrp_composite, float(config.lrp.epsilon)
+    weight, classifier.module, config.correction.lrp_composite, float(config.lrp.epsilon)
   )
 
 

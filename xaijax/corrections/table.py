@@ -92,8 +92,12 @@ def table_lines(results: dict, titles: dict) -> list[str]:
 
 def _settings(correction: dict) -> str:
   name = correction['name']
-  if name in ('rrr', 'counterexamples'):
+  if name == 'rrr':
     return f'λ {correction["weight"]:g}'
+  if name == 'counterexamples':
+    lrp_weight = correction.get('lrp_weight', 0.0)
+    also = f' + RRR-LRP λ {lrp_weight:g} ({correction["lrp_composite"]})' if lrp_weight else ''
+    return f'λ {correction["weight"]:g}{also}'
   if name == 'rrr_lrp':
     return f'λ {correction["weight"]:g}, composite {correction["lrp_composite"]}'
   concept = f'{correction["concept"]} concept ({correction["cav"]} CAV) at {correction["layer"]}'
