@@ -427,6 +427,9 @@ def test_weight_zero_is_plain_training():
   penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
   assert penalty.relevance.weight == 2.0
   assert penalty.relevance.composite == config.correction.lrp_composite
+  config.correction.weight = 0.0  # the LRP term alone is RRR-LRP, not plain training
+  penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
+  assert isinstance(penalty, rrr.LrpPenalty) and penalty.weight == 2.0
 
 
 def accuracy_and_sensitivity_to_the_corner(result, test):

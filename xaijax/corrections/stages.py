@@ -93,17 +93,20 @@ def correction_splits(config, splits: dict) -> dict:
 
 
 def training_penalty(config, classifier: registry.Classifier):
-  """The penalty of an RRR case (None for weight 0: then it is plain training, bit for bit)."""
+  """The penalty of a case trained from scratch (None with every weight 0: then it is plain
+  training, bit for bit)."""
   correction = config.correction
   weight = float(correction.weight)
+  if correction.name == 'counterexamples':
+    lrp_weight = float(correction.lrp_weight)
+    relevance = _lrp_penalty(config, classifier, lrp_weight) if lrp_weight else None
+    if weight == 0.0:
+      return relevance  # RRR-LRP alone
+    return counterexamples.CounterexamplePenalty(weight, relevance)
   if correction.name not in TRAINED_FROM_SCRATCH or weight == 0.0:
     return None
   if correction.name == 'rrr':
     return rrr.InputGradientPenalty(weight)
-  if correction.name == 'counterexamples':
-    lrp_weight = float(correction.lrp_weight)
-    relevance = _lrp_penalty(config, classifier, lrp_weight) if lrp_weight else None
-    return counterexamples.CounterexamplePenalty(weight, relevance)
   return _lrp_penalty(config, classifier, weight)
 
 
