@@ -17,8 +17,7 @@ Modules: `masks` (what a correction is told about the artifact), `rrr` (penaltie
 (concept activation vectors and the three ClArC corrections), `stages` (the workflow's steps).
 """
 
+from xaijax.case_config import CORRECTION_NAMES as CORRECTIONS
 from xaijax.corrections import activations, clarc, counterexamples, masks, rrr
-
-CORRECTIONS = ('none', 'rrr', 'rrr_lrp', 'counterexamples', 'pclarc', 'aclarc', 'rrclarc')
 
 __all__ = ['CORRECTIONS', 'activations', 'clarc', 'counterexamples', 'masks', 'rrr']

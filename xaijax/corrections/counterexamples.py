@@ -4,9 +4,10 @@ Ross et al.'s penalty asks that the log-probabilities not change for an infinite
 the masked pixels. Here the change is a whole one. Each training image is paired, inside its
 batch, with the next one (the batch is a fresh random permutation every epoch), and its
 counterexample x' takes the partner's pixels wherever either carries the artifact
-(`masks.swap_overlays` does the same to the validation images). What the artifact of x' says
-about the class is then a coin toss. As in Teso and Kersting's counterexamples (CAIPI, 2019), x'
-keeps the label of x; and the model is asked to answer both alike:
+(`masks.with_partner_artifact`, which also makes the swapped-overlay validation images). What the
+artifact of x' says about the class is then a coin toss. As in Teso and Kersting's
+counterexamples (CAIPI, 2019), x' keeps the label of x; and the model is asked to answer both
+alike:
 
     weight * mean over the batch of [cross-entropy(x', y) + symmetric KL(p(x), p(x'))]
 
@@ -27,18 +28,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from xaijax.corrections import rrr
-from xaijax.corrections.masks import CORRECTION_MASK_KEY
+from xaijax.corrections import masks, rrr
 
 
-def counterexamples(inputs, masks):
-  """Each image with the next image's pixels wherever either carries the artifact.
-
-  inputs [B, H, W, C], masks [B, H, W, 1] -> [B, H, W, C]; the last image's partner is the first.
-  """
-  masks = jnp.asarray(masks) > 0
-  partner_inputs, partner_masks = jnp.roll(inputs, -1, axis=0), jnp.roll(masks, -1, axis=0)
-  return jnp.where(masks | partner_masks, partner_inputs, inputs)
+def counterexamples(inputs, artifact):
+  """Each image with the next image's pixels wherever either carries the artifact
+  (`masks.with_partner_artifact`): inputs [B, H, W, C], artifact [B, H, W, 1] -> [B, H, W, C]; the
+  last image's partner is the first."""
+  partner_inputs, partner_artifact = jnp.roll(inputs, -1, axis=0), jnp.roll(artifact, -1, axis=0)
+  return masks.with_partner_artifact(inputs, artifact, partner_inputs, partner_artifact)
 
 
 def symmetric_kl(logits, other_logits):
@@ -54,10 +52,10 @@ class CounterexamplePenalty:
 
   weight: float
   relevance: rrr.LrpPenalty | None = None
-  batch_keys: ClassVar[tuple[str, ...]] = (CORRECTION_MASK_KEY,)
+  batch_keys: ClassVar[tuple[str, ...]] = (masks.CORRECTION_MASK_KEY,)
 
   def __call__(self, forward, variables, inputs, batch):
-    counter = counterexamples(inputs, batch[CORRECTION_MASK_KEY])
+    counter = counterexamples(inputs, batch[masks.CORRECTION_MASK_KEY])
     both, batch_stats = forward(variables, jnp.concatenate([inputs, counter]))
     logits, counter_logits = jnp.split(both, 2)
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(counter_logits, batch['label'])

@@ -9,6 +9,7 @@ artifact goes through the functions here.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from xaijax import remedies
@@ -106,6 +107,15 @@ def _inpainted_pairs(split: dict, found: np.ndarray, outlined: np.ndarray) -> di
   }
 
 
+def with_partner_artifact(images, artifact, partner_images, partner_artifact):
+  """Each image with its partner's pixels wherever either carries the artifact: nothing of its own
+  artifact is left, and the partner's is whole. images [N, H, W, C], artifact [N, H, W, 1] (> 0 on
+  the artifact), NumPy or JAX (a JAX array back): the swapped-overlay validation images and the
+  counterexamples' training images are made alike."""
+  region = (jnp.asarray(artifact) > 0) | (jnp.asarray(partner_artifact) > 0)
+  return jnp.where(region, partner_images, images)
+
+
 def swap_overlays(split: dict, seed: int = 0, key: str = 'mask') -> dict:
   """`split` with every image's overlay replaced by that of an image of another class.
 
@@ -122,8 +132,7 @@ def swap_overlays(split: dict, seed: int = 0, key: str = 'mask') -> dict:
   for index, label in enumerate(labels):
     others = np.flatnonzero(labels != label)
     donors[index] = rng.choice(others) if len(others) else index
-  region = masks | masks[donors]
-  swapped = np.where(region, images[donors], images)
+  swapped = np.asarray(with_partner_artifact(images, masks, images[donors], masks[donors]))
   result = {**split, 'image': swapped.astype(images.dtype), key: masks[donors].astype(np.uint8)}
   if 'logo' in split:
     result['logo'] = np.asarray(split['logo'])[donors]
