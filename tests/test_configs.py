@@ -59,7 +59,13 @@ def test_bad_correction_settings_say_what_to_change():
   config = case_config.get_config(correction='rrclarc')
   config.remedy.name = 'telea'
   config.correction.update(
-    weight=-1.0, lrp_weight=-2.0, cav='svm', fine_tune='some', masks='guessed'
+    weight=-1.0,
+    lrp_weight=-2.0,
+    inpainted_weight=-0.5,
+    partners=0,
+    cav='svm',
+    fine_tune='some',
+    masks='guessed',
   )
   with pytest.raises(ValueError) as error:
     config_checks.validate(config)
@@ -67,6 +73,8 @@ def test_bad_correction_settings_say_what_to_change():
     "remedy.name='telea': a correction edits the model",
     'correction.weight=-1.0: must be at least 0',
     'correction.lrp_weight=-2.0: must be at least 0',
+    'correction.inpainted_weight=-0.5: must be at least 0',
+    'correction.partners=0: must be at least 1',
     "correction.cav='svm'",
     "correction.fine_tune='some'",
     "correction.masks='guessed'",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xaijax import case_config, lrp
+from xaijax import case_config, lrp, remedies
 from xaijax.corrections import counterexamples, masks, rrr, stages
 from xaijax.models import mobilenet, registry
 from xaijax.training import classifier as classifier_training
@@ -399,6 +399,63 @@ def test_penalty_value_is_the_counterexamples_cross_entropy_plus_their_disagreem
   np.testing.assert_allclose(both_terms[2], value + alone, rtol=1e-5)
 
 
+def test_penalty_with_several_partners_and_the_inpainted_image_against_the_same_by_hand():
+  rng = np.random.default_rng(3)
+  model = SmallConvNet()
+  inputs, mask = images_and_mask(rng, 4, 8)
+  variables = model.init(jax.random.key(0), inputs)
+  labels = np.array([2, 0, 1, 1], np.int32)
+  inpainted = rng.integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+  scale = lambda images: jnp.asarray(images, jnp.float32) / 127.5 - 1
+  penalty = counterexamples.CounterexamplePenalty(
+    weight=2.0, partners=2, inpainted_weight=0.5, preprocess=scale
+  )
+  assert penalty.batch_keys == (masks.CORRECTION_MASK_KEY, masks.INPAINTED_KEY)
+  forward = training_forward(model, variables['batch_stats'])
+  batch = {masks.CORRECTION_MASK_KEY: mask, masks.INPAINTED_KEY: inpainted, 'label': labels}
+  logits, _, value = penalty(forward, variables, inputs, batch)
+  # By hand: every view through one training-mode pass; the partners are 1 and 2 places on.
+  views = [counterexamples.counterexamples(inputs, mask, shift) for shift in (1, 2)]
+  every, _ = forward(variables, jnp.concatenate([inputs, *views, scale(inpainted)]))
+  first, second, third, fourth = np.split(np.asarray(every), 4)
+
+  def agreement(other):
+    log_q = np.asarray(jax.nn.log_softmax(other))
+    cross_entropy = -np.take_along_axis(log_q, labels[:, None], axis=1)[:, 0]
+    return np.mean(cross_entropy + np.asarray(counterexamples.symmetric_kl(first, other)))
+
+  expected = 2.0 * (agreement(second) + agreement(third)) / 2 + 0.5 * agreement(fourth)
+  np.testing.assert_allclose(logits, first, rtol=1e-6)
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+  # The second partner is a different image: its term is not the first one's again.
+  assert abs(agreement(second) - agreement(third)) > 1e-3
+  # With weight 0 no counterexample is made: the pass holds the images and the inpainted ones.
+  alone = counterexamples.CounterexamplePenalty(0.0, inpainted_weight=0.5, preprocess=scale)
+  every, _ = forward(variables, jnp.concatenate([inputs, scale(inpainted)]))
+  first, fourth = np.split(np.asarray(every), 2)
+  np.testing.assert_allclose(
+    alone(forward, variables, inputs, batch)[2], 0.5 * agreement(fourth), rtol=1e-5
+  )
+
+
+def test_correction_splits_carry_the_telea_inpainted_training_images_only_when_asked():
+  rng = np.random.default_rng(4)
+  images = rng.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+  overlay = np.zeros((3, 16, 16, 1), np.uint8)
+  overlay[:, 2:6, 3:12] = 1
+  split = {'image': images, 'label': np.zeros(3, np.int32), 'mask': overlay}
+  splits = {'train': split, 'validation': split}
+  config = tiny_config(name='counterexamples', weight=1.0)
+  assert masks.INPAINTED_KEY not in stages.correction_splits(config, splits)['train']
+  config.correction.inpainted_weight = 1.0
+  train_split = stages.correction_splits(config, splits)['train']
+  inpainted = train_split[masks.INPAINTED_KEY]
+  np.testing.assert_array_equal(inpainted, remedies.telea(images, overlay))
+  outside = overlay[..., 0] == 0
+  np.testing.assert_array_equal(inpainted[..., 0][outside], images[..., 0][outside])
+  assert np.any(inpainted[..., 0][~outside] != images[..., 0][~outside])
+
+
 def test_penalty_gradient_matches_finite_differences_in_float64():
   with jax.enable_x64(True):
     rng = np.random.default_rng(0)
@@ -430,6 +487,11 @@ def test_weight_zero_is_plain_training():
   config.correction.weight = 0.0  # the LRP term alone is RRR-LRP, not plain training
   penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
   assert isinstance(penalty, rrr.LrpPenalty) and penalty.weight == 2.0
+  config.correction.update(lrp_weight=0.0, inpainted_weight=1.5)  # the inpainted term alone
+  penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
+  assert penalty == counterexamples.CounterexamplePenalty(
+    0.0, inpainted_weight=1.5, preprocess=to_input
+  )
 
 
 def accuracy_and_sensitivity_to_the_corner(result, test):

@@ -291,6 +291,8 @@ def get_config(
       lrp_composite='epsilon_plus',
       # counterexamples: λ of an RRR-LRP term (`lrp_composite`) added to its loss; 0: none.
       lrp_weight=0.0,
+      partners=1,  # counterexamples per image and step
+      inpainted_weight=0.0,  # λ of the agreement with the Telea-inpainted training image
       # ClArC: the concept lives in the activations entering this module ('conv_preds': MobileNet's
       # head, i.e. the pooled features; P-ClArC needs a Dense layer, A-/RR-ClArC take any).
       layer='conv_preds',

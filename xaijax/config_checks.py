@@ -105,7 +105,7 @@ def validate(config) -> None:
       f'correction.name={correction.name!r} with remedy.name={config.remedy.name!r}: a correction '
       "edits the model, not the images; set remedy.name='none'"
     )
-  for key in ('weight', 'lrp_weight'):
+  for key in ('weight', 'lrp_weight', 'inpainted_weight'):
     if not correction[key] >= 0:
       problems.append(f'correction.{key}={correction[key]}: must be at least 0')
   choices = {
@@ -119,6 +119,8 @@ def validate(config) -> None:
   for key, allowed in choices.items():
     if correction[key] not in allowed:
       problems.append(f'correction.{key}={correction[key]!r}: choose one of {allowed}')
+  if int(correction.partners) < 1:
+    problems.append(f'correction.partners={correction.partners}: must be at least 1')
   if int(correction.epochs) < 1:
     problems.append(f'correction.epochs={correction.epochs}: must be at least 1')
   if correction.base_classifier and not os.path.isdir(correction.base_classifier):

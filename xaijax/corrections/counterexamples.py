@@ -21,8 +21,8 @@ and used, on the images as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +31,12 @@ import optax
 from xaijax.corrections import masks, rrr
 
 
-def counterexamples(inputs, artifact):
-  """Each image with the next image's pixels wherever either carries the artifact
-  (`masks.with_partner_artifact`): inputs [B, H, W, C], artifact [B, H, W, 1] -> [B, H, W, C]; the
-  last image's partner is the first."""
-  partner_inputs, partner_artifact = jnp.roll(inputs, -1, axis=0), jnp.roll(artifact, -1, axis=0)
+def counterexamples(inputs, artifact, shift: int = 1):
+  """Each image with the pixels of the image `shift` places on wherever either carries the
+  artifact (`masks.with_partner_artifact`): inputs [B, H, W, C], artifact [B, H, W, 1] ->
+  [B, H, W, C]; the partners wrap around the batch."""
+  partner_inputs = jnp.roll(inputs, -shift, axis=0)
+  partner_artifact = jnp.roll(artifact, -shift, axis=0)
   return masks.with_partner_artifact(inputs, artifact, partner_inputs, partner_artifact)
 
 
@@ -52,14 +53,34 @@ class CounterexamplePenalty:
 
   weight: float
   relevance: rrr.LrpPenalty | None = None
-  batch_keys: ClassVar[tuple[str, ...]] = (masks.CORRECTION_MASK_KEY,)
+  partners: int = 1
+  inpainted_weight: float = 0.0
+  preprocess: Callable | None = None  # of the inpainted images, as of `inputs`
+
+  @property
+  def batch_keys(self) -> tuple[str, ...]:
+    if self.inpainted_weight:
+      return (masks.CORRECTION_MASK_KEY, masks.INPAINTED_KEY)
+    return (masks.CORRECTION_MASK_KEY,)
 
   def __call__(self, forward, variables, inputs, batch):
-    counter = counterexamples(inputs, batch[masks.CORRECTION_MASK_KEY])
-    both, batch_stats = forward(variables, jnp.concatenate([inputs, counter]))
-    logits, counter_logits = jnp.split(both, 2)
-    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(counter_logits, batch['label'])
-    value = self.weight * jnp.mean(cross_entropy + symmetric_kl(logits, counter_logits))
+    partners = self.partners if self.weight else 0
+    artifact = batch[masks.CORRECTION_MASK_KEY]
+    views = [counterexamples(inputs, artifact, shift) for shift in range(1, partners + 1)]
+    if self.inpainted_weight:
+      views.append(self.preprocess(batch[masks.INPAINTED_KEY]).astype(inputs.dtype))
+    every, batch_stats = forward(variables, jnp.concatenate([inputs, *views]))
+    logits, *view_logits = jnp.split(every, len(views) + 1)
+
+    def agreement(other_logits):
+      cross_entropy = optax.softmax_cross_entropy_with_integer_labels(other_logits, batch['label'])
+      return jnp.mean(cross_entropy + symmetric_kl(logits, other_logits))
+
+    value = 0.0
+    if partners:
+      value = self.weight * sum(map(agreement, view_logits[:partners])) / partners
+    if self.inpainted_weight:
+      value = value + self.inpainted_weight * agreement(view_logits[-1])
     if self.relevance is not None:
       value = value + self.relevance(forward, variables, inputs, batch)[2]
     return logits, batch_stats, value

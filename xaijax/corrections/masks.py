@@ -16,6 +16,7 @@ from xaijax import remedies
 
 MASK_SOURCES = ('mask', 'found')
 CORRECTION_MASK_KEY = 'correction_mask'  # the masks a penalty reads from its batches
+INPAINTED_KEY = 'correction_inpainted'  # training images Telea-inpainted on those masks
 FOUND_MASK_KEY = 'found_mask'  # the reveal's masks in a split
 MIN_CONCEPT_IMAGES = 4  # per side: a CAV from fewer images is noise
 

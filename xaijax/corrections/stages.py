@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from xaijax import data, evaluation
+from xaijax import data, evaluation, remedies
 from xaijax.corrections import activations, clarc, counterexamples, masks, rrr
 from xaijax.models import registry
 from xaijax.workdir import CLASSIFIER_DIR, read_json, write_json
@@ -89,6 +89,8 @@ def correction_splits(config, splits: dict) -> dict:
     **splits['train'],
     masks.CORRECTION_MASK_KEY: masks.artifact_masks(config, splits['train']),
   }
+  if config.correction.name == 'counterexamples' and float(config.correction.inpainted_weight):
+    train[masks.INPAINTED_KEY] = remedies.telea(train['image'], train[masks.CORRECTION_MASK_KEY])
   return {'train': train, 'validation': validation}
 
 
@@ -99,10 +101,17 @@ def training_penalty(config, classifier: registry.Classifier):
   weight = float(correction.weight)
   if correction.name == 'counterexamples':
     lrp_weight = float(correction.lrp_weight)
+    inpainted_weight = float(correction.inpainted_weight)
     relevance = _lrp_penalty(config, classifier, lrp_weight) if lrp_weight else None
-    if weight == 0.0:
+    if weight == 0.0 and inpainted_weight == 0.0:
       return relevance  # RRR-LRP alone
-    return counterexamples.CounterexamplePenalty(weight, relevance)
+    return counterexamples.CounterexamplePenalty(
+      weight,
+      relevance,
+      partners=int(correction.partners),
+      inpainted_weight=inpainted_weight,
+      preprocess=classifier.preprocess if inpainted_weight else None,
+    )
   if correction.name not in TRAINED_FROM_SCRATCH or weight == 0.0:
     return None
   if correction.name == 'rrr':
