@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xaijax import case_config, lrp, remedies
-from xaijax.corrections import counterexamples, masks, rrr, stages
+from xaijax.corrections import counterexamples, masks, rrr, stages, table
 from xaijax.models import mobilenet, registry
 from xaijax.training import classifier as classifier_training
 
@@ -491,6 +491,15 @@ def test_weight_zero_is_plain_training():
   penalty = stages.training_penalty(config, registry.Classifier(PixelMlp(), to_input))
   assert penalty == counterexamples.CounterexamplePenalty(
     0.0, inpainted_weight=1.5, preprocess=to_input
+  )
+
+
+def test_the_corrections_table_names_every_term_of_a_counterexamples_run():
+  settings = {'name': 'counterexamples', 'weight': 1.0, 'lrp_composite': 'epsilon_plus'}
+  assert table._settings(settings) == 'λ 1'  # a results.json from before the options
+  settings.update(partners=3, inpainted_weight=0.5, lrp_weight=2.0)
+  assert table._settings(settings) == (
+    'λ 1, 3 partners + Telea-inpainted agreement λ 0.5 + RRR-LRP λ 2 (epsilon_plus)'
   )
 
 

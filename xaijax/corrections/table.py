@@ -95,9 +95,13 @@ def _settings(correction: dict) -> str:
   if name == 'rrr':
     return f'λ {correction["weight"]:g}'
   if name == 'counterexamples':
-    lrp_weight = correction.get('lrp_weight', 0.0)
-    also = f' + RRR-LRP λ {lrp_weight:g} ({correction["lrp_composite"]})' if lrp_weight else ''
-    return f'λ {correction["weight"]:g}{also}'
+    partners = int(correction.get('partners', 1))
+    parts = [f'λ {correction["weight"]:g}' + (f', {partners} partners' if partners > 1 else '')]
+    if inpainted_weight := correction.get('inpainted_weight', 0.0):
+      parts.append(f'Telea-inpainted agreement λ {inpainted_weight:g}')
+    if lrp_weight := correction.get('lrp_weight', 0.0):
+      parts.append(f'RRR-LRP λ {lrp_weight:g} ({correction["lrp_composite"]})')
+    return ' + '.join(parts)
   if name == 'rrr_lrp':
     return f'λ {correction["weight"]:g}, composite {correction["lrp_composite"]}'
   concept = f'{correction["concept"]} concept ({correction["cav"]} CAV) at {correction["layer"]}'
