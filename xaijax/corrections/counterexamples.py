@@ -11,12 +11,18 @@ alike:
 
     weight * mean over the batch of [cross-entropy(x', y) + symmetric KL(p(x), p(x'))]
 
-plus, optionally (`correction.lrp_weight`), RRR-LRP's term on the image as it is: the swap makes
-the overlay say nothing, but every image still carries one, and LRP keeps some relevance there.
+averaged over `correction.partners` counterexamples per image (the images 1, 2, ... places on).
+Two terms may join it:
+* `correction.inpainted_weight`: the same agreement with x̃, x with the artifact Telea-inpainted
+  (made once, before training). The swap stops the logo from saying anything, but every image
+  still carries text over its defect; x̃ shows the model the defect without it, and the agreement
+  asks it to answer the overlaid image as it answers the clean one.
+* `correction.lrp_weight`: RRR-LRP's term on the image as it is. Every image, original or
+  counterexample, still carries an overlay, and LRP keeps some relevance there.
 
-Both images go through one forward pass, so BatchNorm sees the originals and their counterexamples
-together. Only the training images are edited, and only while training: the model is evaluated,
-and used, on the images as they are.
+Every view goes through one forward pass, so BatchNorm sees the originals and their
+counterexamples together. Only the training images are edited, and only while training: the model
+is evaluated, and used, on the images as they are.
 """
 
 from __future__ import annotations
