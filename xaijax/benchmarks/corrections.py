@@ -36,7 +36,7 @@ from xaijax.models.mobilenet import MobileNet
 from xaijax.training import per_seed, seed_runners
 
 NUM_CLASSES = 10
-VARIANTS = ('plain', 'rrr', 'rrr_lrp', 'counterexamples', 'rrclarc')
+VARIANTS = ('plain', 'rrr', 'rrr_lrp', 'counterexamples', 'counterexamples_inpainted', 'rrclarc')
 EPOCH_LIMIT = 100  # the epochs a benchmark state has room for; the epoch counter wraps
 
 
@@ -50,6 +50,13 @@ def _model_and_penalty(args, variant):
     return model, rrr.LrpPenalty(1.0, model, args.lrp_composite, 0.1)
   if variant == 'counterexamples':
     return model, counterexamples.CounterexamplePenalty(1.0)
+  if variant == 'counterexamples_inpainted':
+    return model, counterexamples.CounterexamplePenalty(
+      1.0,
+      partners=args.partners,
+      inpainted_weight=args.inpainted_weight,
+      preprocess=registry.scale_and_tile(1),
+    )
   feature_size = int(1024 * args.alpha)  # the head's input: MobileNet's pooled features
   concept_model = clarc.ConceptModel(model, 'conv_preds', feature_size, 1)
   return concept_model, clarc.ConceptGradientPenalty(1.0, feature_size, 'all', 'conv_preds')
@@ -67,12 +74,14 @@ def _settings(args, variant) -> per_seed.Settings:
 
 
 def _images(rng, args, leading: tuple[int, ...]) -> dict:
-  """Random uint8 images, labels and the overlay-like strip mask, shaped `leading + [H, W, 1]`."""
+  """Random uint8 images, labels, the overlay-like strip mask and random stand-ins for the
+  inpainted images, shaped `leading + [H, W, 1]`."""
   shape = (*leading, args.resolution, args.resolution, 1)
   return {
     'image': rng.integers(0, 256, shape, dtype=np.uint8),
     'label': rng.integers(0, NUM_CLASSES, leading).astype(np.int32),
     masks.CORRECTION_MASK_KEY: np.broadcast_to(strip_mask(args.resolution), shape),
+    masks.INPAINTED_KEY: rng.integers(0, 256, shape, dtype=np.uint8),
   }
 
 
@@ -150,6 +159,8 @@ def run_corrections(args) -> None:
             'seeds',
             'depthwise',
             'lrp_composite',
+            'partners',
+            'inpainted_weight',
             'repeats',
             'steps',
           )
@@ -180,6 +191,12 @@ def add_corrections(subparsers) -> None:
     '--lrp-composite',
     default=case_config.get_config().correction.lrp_composite,
     help="rrr_lrp's composite (default: the config's)",
+  )
+  parser.add_argument(
+    '--partners', type=int, default=3, help="counterexamples_inpainted's counterexamples per image"
+  )
+  parser.add_argument(
+    '--inpainted-weight', type=float, default=1.0, help="counterexamples_inpainted's inpainted λ"
   )
   parser.add_argument('--train-images', type=int, default=993)
   parser.add_argument('--validation-images', type=int, default=284)
