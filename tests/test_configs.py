@@ -80,3 +80,14 @@ def test_bad_correction_settings_say_what_to_change():
     "correction.masks='guessed'",
   ):
     assert expected in str(error.value), expected
+
+
+def test_a_penalised_correction_fine_tunes_every_parameter_at_a_positive_rate():
+  config = case_config.get_config(correction='counterexamples')
+  config.correction.update(fine_tune='head', learning_rate=0.0)
+  with pytest.raises(ValueError) as error:
+    config_checks.validate(config)
+  assert "correction.fine_tune='head': counterexamples trains or fine-tunes every" in str(
+    error.value
+  )
+  assert 'correction.learning_rate=0.0: must be positive' in str(error.value)

@@ -3,12 +3,14 @@
 import json
 import textwrap
 
+from flax import traverse_util
 import numpy as np
 import pytest
 
 from tests.test_main import run_main
 from xaijax import case_config
 from xaijax.corrections import masks
+from xaijax.training import train_result
 
 # A small classifier of the user's, so that the test compiles in seconds (MobileNet runs in
 # test_main.py); its head 'head' is a Dense layer, so every ClArC applies there.
@@ -136,3 +138,26 @@ def test_an_artifact_in_every_image_stands_against_itself_inpainted():
   # (OpenCV's Telea is a few gray levels off even on a flat image.)
   corner = without[:, :2, :2, 0].astype(int) - np.arange(10)[:, None, None]
   assert np.abs(corner).max() <= 3, corner
+
+
+def test_a_penalised_correction_fine_tunes_each_seed_from_its_base_model(runs):
+  base_dir = runs / 'rrclarc' / 'classifier'
+  tuned = run_main(
+    runs / 'counterexamples_tuned',
+    runs / 'tfds',
+    f'--config.model.name={runs / "small_net.py"}:SmallNet',
+    '--config.correction.layer=head',
+    '--config.quality.enabled=False',
+    f'--config.correction.base_classifier={base_dir}',
+    '--config.correction.epochs=1',
+    '--config.correction.learning_rate=1e-9',  # a step this small leaves the start in place
+    case='counterexamples',
+  )
+  assert tuned.returncode == 0, tuned.stderr[-3000:]
+  base = train_result.load_train_result(str(base_dir)).variables['params']
+  result = train_result.load_train_result(str(runs / 'counterexamples_tuned' / 'classifier'))
+  assert result.epochs_run == 1  # correction.epochs, not train.epochs
+  for path, start in traverse_util.flatten_dict(base, sep='/').items():
+    after = traverse_util.flatten_dict(result.variables['params'], sep='/')[path]
+    assert np.ptp(start, axis=0).max() > 1e-3, 'the seeds start from different models'
+    np.testing.assert_allclose(after, start, atol=1e-6, err_msg=path)

@@ -505,6 +505,11 @@ def test_the_corrections_table_names_every_term_of_a_counterexamples_run():
   assert table._settings(settings) == (
     'λ 1, 3 partners + Telea-inpainted agreement λ 0.5 + RRR-LRP λ 2 (epsilon_plus)'
   )
+  settings.update(base_classifier='runs/x/classifier', epochs=10, learning_rate=1e-3)
+  assert table._settings(settings) == (
+    'λ 1, 3 partners + Telea-inpainted agreement λ 0.5 + RRR-LRP λ 2 (epsilon_plus), '
+    'fine-tuned 10 epochs at lr 0.001 from a finished run'
+  )
 
 
 def accuracy_and_sensitivity_to_the_corner(result, test):

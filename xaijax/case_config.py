@@ -52,6 +52,8 @@ LRP_COMPOSITES = (  # xaijax.lrp.COMPOSITES, named here so a config loads withou
   'epsilon_alpha2_beta1',
 )
 CORRECTION_NAMES = ('none', 'rrr', 'rrr_lrp', 'counterexamples', 'pclarc', 'aclarc', 'rrclarc')
+# The corrections whose penalty is a term of the training loss (from scratch, or fine-tuning).
+PENALISED_CORRECTIONS = ('rrr', 'rrr_lrp', 'counterexamples')
 # λ of each correction with a penalty, chosen on validation (README: "Model corrections"):
 # scripts/sweep_correction.py, spurious setting, 2 seeds, 20 epochs, the highest validation F1
 # with the overlays swapped. RRR: 0.001 of 1e-3..100 (from 0.03 up the model collapses to a
@@ -300,9 +302,12 @@ def get_config(
       cav='signal',  # 'signal' (pattern cov(a, y)/var(y)) or 'logistic' (linear classifier)
       fine_tune='all',  # A-/RR-ClArC: 'all' parameters, or only the 'head'
       head='conv_preds',  # the head's module, for fine_tune='head'
-      epochs=10,  # A-/RR-ClArC fine-tuning epochs, from each seed's Original model
+      epochs=10,  # fine-tuning epochs, from each seed's model in base_classifier (or Original)
       learning_rate=1e-4,  # of the fine-tuning
-      base_classifier='',  # ClArC: a finished Original run (its classifier/ folder) to reuse
+      # A finished run's classifier/ folder. ClArC: the Original to reuse instead of training it.
+      # rrr, rrr_lrp, counterexamples: the models every seed fine-tunes from with the penalty
+      # (`epochs` at `learning_rate`) instead of training from scratch.
+      base_classifier='',
     )
   )
 

@@ -15,6 +15,7 @@ from xaijax.case_config import (
   CORRECTION_NAMES,
   FOUND_REGION_REMEDIES,
   LRP_COMPOSITES,
+  PENALISED_CORRECTIONS,
   REMEDY_NAMES,
   REMEDY_REGIONS,
   SEED_STRATEGIES,
@@ -123,6 +124,13 @@ def validate(config) -> None:
     problems.append(f'correction.partners={correction.partners}: must be at least 1')
   if int(correction.epochs) < 1:
     problems.append(f'correction.epochs={correction.epochs}: must be at least 1')
+  if correction.fine_tune == 'head' and correction.name in PENALISED_CORRECTIONS:
+    problems.append(
+      f"correction.fine_tune='head': {correction.name} trains or fine-tunes every parameter; "
+      "'head' is for A-ClArC and RR-ClArC"
+    )
+  if not float(correction.learning_rate) > 0:
+    problems.append(f'correction.learning_rate={correction.learning_rate}: must be positive')
   if correction.base_classifier and not os.path.isdir(correction.base_classifier):
     problems.append(f'correction.base_classifier={correction.base_classifier!r}: no such folder')
   if config.remedy.region not in REMEDY_REGIONS:

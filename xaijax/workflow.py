@@ -150,7 +150,8 @@ def inpainting_stage(config, splits: dict, workdir: str) -> dict:
 
 
 def train_stage(config, splits: dict, workdir: str):
-  """The case's classifier, every seed; an RRR case trains with its penalty, a ClArC case trains
+  """The case's classifier, every seed. A case with a penalty (RRR, counterexamples) trains with
+  it, from scratch or from each seed's model in `correction.base_classifier`; a ClArC case trains
   (or reuses, `correction.base_classifier`) the Original model it then corrects."""
   from xaijax.corrections import stages as corrections
   from xaijax.training import classifier as classifier_training
@@ -159,19 +160,26 @@ def train_stage(config, splits: dict, workdir: str):
   run_dir = os.path.join(workdir, CLASSIFIER_DIR)
   penalty = None
   train_splits = {'train': splits['train'], 'validation': splits['validation']}
-  if config.correction.name in corrections.TRAINED_FROM_SCRATCH:
+  train_config, initial_variables = config, None
+  base_classifier = config.correction.base_classifier
+  if config.correction.name in case_config.PENALISED_CORRECTIONS:
     train_splits = corrections.correction_splits(config, splits)
     penalty = corrections.training_penalty(config, classifier)
-  elif config.correction.base_classifier:
-    return reused_classifier(config, config.correction.base_classifier)
+    if base_classifier:  # every seed fine-tuned from its own finished model
+      train_config = corrections.fine_tune_config(config)
+      initial_variables = reused_classifier(config, base_classifier).variables
+  elif base_classifier:
+    return reused_classifier(config, base_classifier)
+  if initial_variables is None:
+    initial_variables = registry.initial_variables(config, classifier)
   timer = corrections.EpochTimer(run_dir)
   result = classifier_training.train_classifier(
-    config,
+    train_config,
     train_splits,
     run_dir,
     classifier,
     on_epoch_end=timer,
-    initial_variables=registry.initial_variables(config, classifier),
+    initial_variables=initial_variables,
     penalty=penalty,
   )
   timer.write()
@@ -179,7 +187,7 @@ def train_stage(config, splits: dict, workdir: str):
 
 
 def reused_classifier(config, run_dir: str):
-  """A finished Original run to correct (`correction.base_classifier`), its seeds checked."""
+  """A finished run to correct (`correction.base_classifier`), its seeds checked."""
   from xaijax.training import classifier as classifier_training
   from xaijax.training import train_result
 
@@ -189,7 +197,7 @@ def reused_classifier(config, run_dir: str):
     found = 'no finished run' if result is None else f'seeds {result.seeds}'
     raise ValueError(
       f'correction.base_classifier={run_dir!r} holds {found}; it must be the classifier/ folder '
-      f'of a finished Original case with seeds {seeds}.'
+      f'of a finished run with seeds {seeds} (an Original case, or any case to fine-tune).'
     )
   return result
 

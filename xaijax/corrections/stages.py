@@ -1,8 +1,8 @@
 """The corrections' steps in a case's workflow, each writing into the workdir and skipped on a
 rerun when its output is there.
 
-    rrr, rrr_lrp,      train from scratch with the penalty (`training_penalty`) -> classifier/
-    counterexamples
+    rrr, rrr_lrp,      train from scratch with the penalty (`training_penalty`), or fine-tune a
+    counterexamples    finished run with it (`correction.base_classifier`)        -> classifier/
     pclarc             train the Original (or reuse `correction.base_classifier`), learn the
                        concept, fold its projection into the head (no training) -> concept.npz
     aclarc, rrclarc    train the Original (or reuse it), learn the concept, fine-tune every seed
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from xaijax import data, evaluation, remedies
+from xaijax import case_config, data, evaluation, remedies
 from xaijax.corrections import activations, clarc, counterexamples, masks, rrr
 from xaijax.models import registry
 from xaijax.workdir import CLASSIFIER_DIR, read_json, write_json
@@ -38,7 +38,6 @@ CORRECTION_DIR = 'correction'  # the fine-tuning run of A-/RR-ClArC
 CONCEPT_FILE = 'concept.npz'  # the concept (CAV basis and means) of every seed
 MEASURES_FILE = 'correction.json'
 EPOCH_SECONDS_FILE = 'epoch_seconds.json'  # in a classifier run's folder
-TRAINED_FROM_SCRATCH = ('rrr', 'rrr_lrp', 'counterexamples')
 FINE_TUNED = ('aclarc', 'rrclarc')
 VALIDATION_CHOICES = ('as_distributed', 'overlays_swapped')
 SWAP_SEED = 0
@@ -95,7 +94,7 @@ def correction_splits(config, splits: dict) -> dict:
 
 
 def training_penalty(config, classifier: registry.Classifier):
-  """The penalty of a case trained from scratch (None with every weight 0: then it is plain
+  """The penalty of a case trained with one (None with every weight 0: then it is plain
   training, bit for bit)."""
   correction = config.correction
   weight = float(correction.weight)
@@ -112,7 +111,7 @@ def training_penalty(config, classifier: registry.Classifier):
       inpainted_weight=inpainted_weight,
       preprocess=classifier.preprocess if inpainted_weight else None,
     )
-  if correction.name not in TRAINED_FROM_SCRATCH or weight == 0.0:
+  if correction.name not in case_config.PENALISED_CORRECTIONS or weight == 0.0:
     return None
   if correction.name == 'rrr':
     return rrr.InputGradientPenalty(weight)
@@ -126,7 +125,8 @@ def _lrp_penalty(config, classifier, weight: float) -> rrr.LrpPenalty:
 
 
 def fine_tune_config(config) -> ml_collections.ConfigDict:
-  """config.train for fine-tuning: `correction.epochs` at `correction.learning_rate`."""
+  """config.train for fine-tuning a finished run (A-/RR-ClArC, or a penalised case given
+  `correction.base_classifier`): `correction.epochs` at `correction.learning_rate`."""
   tuned = ml_collections.ConfigDict(config.to_dict())
   tuned.train.epochs = int(config.correction.epochs)
   tuned.train.learning_rate = float(config.correction.learning_rate)
@@ -289,7 +289,7 @@ def plain_and_corrected_runs(config, workdir: str) -> dict:
   """The classifier runs whose seconds per epoch a case reports."""
   own = os.path.join(workdir, CLASSIFIER_DIR)
   name = config.correction.name
-  if name in TRAINED_FROM_SCRATCH:
+  if name in case_config.PENALISED_CORRECTIONS:
     return {'corrected': own}
   plain = config.correction.base_classifier or own
   if name in FINE_TUNED:

@@ -3,7 +3,7 @@ image remedy, from the cases' results.json."""
 
 from __future__ import annotations
 
-from xaijax import report
+from xaijax import case_config, report
 
 CORRECTION_CASES = ('rrr', 'rrr_lrp', 'counterexamples', 'pclarc', 'aclarc', 'rrclarc')
 CORRECTION_TITLES = {
@@ -92,25 +92,30 @@ def table_lines(results: dict, titles: dict) -> list[str]:
 
 def _settings(correction: dict) -> str:
   name = correction['name']
-  if name == 'rrr':
-    return f'λ {correction["weight"]:g}'
-  if name == 'counterexamples':
-    partners = int(correction.get('partners', 1))
-    parts = [f'λ {correction["weight"]:g}' + (f', {partners} partners' if partners > 1 else '')]
-    if inpainted_weight := correction.get('inpainted_weight', 0.0):
-      parts.append(f'Telea-inpainted agreement λ {inpainted_weight:g}')
-    if lrp_weight := correction.get('lrp_weight', 0.0):
-      parts.append(f'RRR-LRP λ {lrp_weight:g} ({correction["lrp_composite"]})')
-    return ' + '.join(parts)
-  if name == 'rrr_lrp':
-    return f'λ {correction["weight"]:g}, composite {correction["lrp_composite"]}'
+  schedule = f'{correction.get("epochs")} epochs at lr {correction.get("learning_rate", 0):g}'
+  if name in case_config.PENALISED_CORRECTIONS:
+    if correction.get('base_classifier'):
+      return f'{_penalty_settings(correction)}, fine-tuned {schedule} from a finished run'
+    return _penalty_settings(correction)
   concept = f'{correction["concept"]} concept ({correction["cav"]} CAV) at {correction["layer"]}'
   if name == 'pclarc':
     return concept
-  tuned = (
-    f'{correction["epochs"]} epochs at lr {correction["learning_rate"]:g}, '
-    f'{correction["fine_tune"]} fine-tuned'
-  )
+  tuned = f'{schedule}, {correction["fine_tune"]} fine-tuned'
   if name == 'aclarc':
     return f'{concept}, {tuned}'
   return f'λ {correction["weight"]:g}, {concept}, {tuned}'
+
+
+def _penalty_settings(correction: dict) -> str:
+  name = correction['name']
+  if name == 'rrr':
+    return f'λ {correction["weight"]:g}'
+  if name == 'rrr_lrp':
+    return f'λ {correction["weight"]:g}, composite {correction["lrp_composite"]}'
+  partners = int(correction.get('partners', 1))
+  parts = [f'λ {correction["weight"]:g}' + (f', {partners} partners' if partners > 1 else '')]
+  if inpainted_weight := correction.get('inpainted_weight', 0.0):
+    parts.append(f'Telea-inpainted agreement λ {inpainted_weight:g}')
+  if lrp_weight := correction.get('lrp_weight', 0.0):
+    parts.append(f'RRR-LRP λ {lrp_weight:g} ({correction["lrp_composite"]})')
+  return ' + '.join(parts)
