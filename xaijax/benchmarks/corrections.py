@@ -51,8 +51,12 @@ def _model_and_penalty(args, variant):
   if variant == 'counterexamples':
     return model, counterexamples.CounterexamplePenalty(1.0)
   if variant == 'counterexamples_inpainted':
+    relevance = None
+    if args.lrp_weight:
+      relevance = rrr.LrpPenalty(args.lrp_weight, model, args.lrp_composite, 0.1)
     return model, counterexamples.CounterexamplePenalty(
       1.0,
+      relevance,
       partners=args.partners,
       inpainted_weight=args.inpainted_weight,
       preprocess=registry.scale_and_tile(1),
@@ -161,6 +165,7 @@ def run_corrections(args) -> None:
             'lrp_composite',
             'partners',
             'inpainted_weight',
+            'lrp_weight',
             'repeats',
             'steps',
           )
@@ -197,6 +202,12 @@ def add_corrections(subparsers) -> None:
   )
   parser.add_argument(
     '--inpainted-weight', type=float, default=1.0, help="counterexamples_inpainted's inpainted λ"
+  )
+  parser.add_argument(
+    '--lrp-weight',
+    type=float,
+    default=0.0,
+    help="counterexamples_inpainted's RRR-LRP λ (--lrp-composite); 0: no LRP term",
   )
   parser.add_argument('--train-images', type=int, default=993)
   parser.add_argument('--validation-images', type=int, default=284)
