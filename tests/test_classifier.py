@@ -202,6 +202,18 @@ def test_same_config_gives_identical_numbers_and_seeds_differ(reference, tmp_pat
   assert len({tuple(row) for row in np.nan_to_num(expected.validation_f1).tolist()}) == 3
 
 
+def test_first_seed_replicates_the_later_seeds_of_a_run(reference, tmp_path):
+  _, expected = reference
+  later = train(base_config(seeds=2, first_seed=1), tmp_path)
+  assert list(later.seeds) == [1, 2]
+  # Two seeds vmapped instead of three may order float sums differently.
+  jax.tree.map(
+    lambda got, want: np.testing.assert_allclose(got, want[1:], **PARAMETER_TOLERANCE),
+    later.variables['params'],
+    expected.variables['params'],
+  )
+
+
 def test_loop_strategy_gives_the_numbers_of_vmap(reference, tmp_path):
   _, expected = reference
   looped = train(base_config(seed_strategy='loop'), tmp_path)

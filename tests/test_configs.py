@@ -82,6 +82,13 @@ def test_bad_correction_settings_say_what_to_change():
     assert expected in str(error.value), expected
 
 
+def test_a_negative_first_seed_is_refused():
+  config = case_config.get_config()
+  config.train.first_seed = -1
+  with pytest.raises(ValueError, match=r'train\.first_seed=-1: must be at least 0'):
+    config_checks.validate(config)
+
+
 def test_a_penalised_correction_fine_tunes_every_parameter_at_a_positive_rate():
   config = case_config.get_config(correction='counterexamples')
   config.correction.update(fine_tune='head', learning_rate=0.0)

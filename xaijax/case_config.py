@@ -153,7 +153,10 @@ def get_config(
 
   config.train = ml_collections.ConfigDict(
     dict(
-      seeds=30 if paper else 3,  # an int n (seeds 0..n-1) or a list of seed values
+      seeds=30 if paper else 3,  # an int n: seeds first_seed..first_seed+n-1
+      # Where the seeds start: another run's first_seed=5 with seeds=5 adds 5 new seeds to a run
+      # of seeds 0..4 (a replication on fresh seeds).
+      first_seed=0,
       batch_size=16,
       # CPU: a 50-epoch cosine schedule, then up to a patience more at its last, small rate
       epochs=450 if paper else 60,

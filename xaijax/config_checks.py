@@ -140,6 +140,8 @@ def validate(config) -> None:
   for key in ('epochs', 'batch_size', 'patience', 'checkpoint_every'):
     if int(train[key]) < 1:
       problems.append(f'train.{key}={train[key]}: must be at least 1')
+  if int(train.get('first_seed', 0)) < 0:
+    problems.append(f'train.first_seed={train.first_seed}: must be at least 0')
   if isinstance(train.seeds, int) and train.seeds < 1:
     problems.append(f'train.seeds={train.seeds}: must be at least 1')
   if not train.learning_rate > 0:

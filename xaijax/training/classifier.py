@@ -59,12 +59,12 @@ class NonFiniteLossError(FloatingPointError):
 # The run: config in, best variables of every seed out, everything on the way in the workdir.
 
 
-def seed_values(seeds) -> list[int]:
-  """`config.train.seeds` as a list: an int n means seeds 0..n-1."""
+def seed_values(seeds, first_seed: int = 0) -> list[int]:
+  """`config.train.seeds` as a list: an int n means seeds first_seed..first_seed+n-1."""
   if isinstance(seeds, int):
     if seeds < 1:
       raise ValueError(f'config.train.seeds must be at least 1, got {seeds}.')
-    return list(range(seeds))
+    return list(range(first_seed, first_seed + seeds))
   values = [int(seed) for seed in seeds]
   if not values or len(set(values)) != len(values):
     raise ValueError(f'config.train.seeds must be distinct seed values, got {values}.')
@@ -208,7 +208,7 @@ def train_classifier(
   """
   train_config = config.train
   num_classes = int(config.model.num_classes)
-  seeds = seed_values(train_config.seeds)
+  seeds = seed_values(train_config.seeds, int(train_config.get('first_seed', 0)))
   learning_rates = _learning_rates(train_config, len(seeds))
   max_epochs = int(train_config.epochs)
   _check_splits(splits, num_classes, int(train_config.batch_size))
