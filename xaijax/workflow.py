@@ -192,9 +192,7 @@ def reused_classifier(config, run_dir: str):
   from xaijax.training import train_result
 
   result = train_result.load_train_result(run_dir)
-  seeds = classifier_training.seed_values(
-    config.train.seeds, int(config.train.get('first_seed', 0))
-  )
+  seeds = classifier_training.seed_values(config.train)
   if result is None or list(result.seeds) != seeds:
     found = 'no finished run' if result is None else f'seeds {result.seeds}'
     raise ValueError(

@@ -59,8 +59,9 @@ class NonFiniteLossError(FloatingPointError):
 # The run: config in, best variables of every seed out, everything on the way in the workdir.
 
 
-def seed_values(seeds, first_seed: int = 0) -> list[int]:
+def seed_values(train_config) -> list[int]:
   """`config.train.seeds` as a list: an int n means seeds first_seed..first_seed+n-1."""
+  seeds, first_seed = train_config.seeds, int(train_config.get('first_seed', 0))
   if isinstance(seeds, int):
     if seeds < 1:
       raise ValueError(f'config.train.seeds must be at least 1, got {seeds}.')
@@ -208,7 +209,7 @@ def train_classifier(
   """
   train_config = config.train
   num_classes = int(config.model.num_classes)
-  seeds = seed_values(train_config.seeds, int(train_config.get('first_seed', 0)))
+  seeds = seed_values(train_config)
   learning_rates = _learning_rates(train_config, len(seeds))
   max_epochs = int(train_config.epochs)
   _check_splits(splits, num_classes, int(train_config.batch_size))
