@@ -157,7 +157,8 @@ def test_a_penalised_correction_fine_tunes_each_seed_from_its_base_model(runs):
   base = train_result.load_train_result(str(base_dir)).variables['params']
   result = train_result.load_train_result(str(runs / 'counterexamples_tuned' / 'classifier'))
   assert result.epochs_run == 1  # correction.epochs, not train.epochs
+  tuned = traverse_util.flatten_dict(result.variables['params'], sep='/')
   for path, start in traverse_util.flatten_dict(base, sep='/').items():
-    after = traverse_util.flatten_dict(result.variables['params'], sep='/')[path]
+    after = tuned[path]
     assert np.ptp(start, axis=0).max() > 1e-3, 'the seeds start from different models'
     np.testing.assert_allclose(after, start, atol=1e-6, err_msg=path)

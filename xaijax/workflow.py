@@ -160,17 +160,18 @@ def train_stage(config, splits: dict, workdir: str):
   run_dir = os.path.join(workdir, CLASSIFIER_DIR)
   penalty = None
   train_splits = {'train': splits['train'], 'validation': splits['validation']}
-  train_config, initial_variables = config, None
+  penalised = config.correction.name in case_config.PENALISED_CORRECTIONS
   base_classifier = config.correction.base_classifier
-  if config.correction.name in case_config.PENALISED_CORRECTIONS:
+  if base_classifier and not penalised:
+    return reused_classifier(config, base_classifier)
+  if penalised:
     train_splits = corrections.correction_splits(config, splits)
     penalty = corrections.training_penalty(config, classifier)
-    if base_classifier:  # every seed fine-tuned from its own finished model
-      train_config = corrections.fine_tune_config(config)
-      initial_variables = reused_classifier(config, base_classifier).variables
-  elif base_classifier:
-    return reused_classifier(config, base_classifier)
-  if initial_variables is None:
+  if base_classifier:  # every seed fine-tuned from its own finished model
+    train_config = corrections.fine_tune_config(config)
+    initial_variables = reused_classifier(config, base_classifier).variables
+  else:
+    train_config = config
     initial_variables = registry.initial_variables(config, classifier)
   timer = corrections.EpochTimer(run_dir)
   result = classifier_training.train_classifier(

@@ -47,16 +47,13 @@ def _model_and_penalty(args, variant):
   if variant == 'rrr':
     return model, rrr.InputGradientPenalty(1.0)
   if variant == 'rrr_lrp':
-    return model, rrr.LrpPenalty(1.0, model, args.lrp_composite, 0.1)
+    return model, _lrp_penalty(args, model, 1.0)
   if variant == 'counterexamples':
     return model, counterexamples.CounterexamplePenalty(1.0)
   if variant == 'counterexamples_inpainted':
-    relevance = None
-    if args.lrp_weight:
-      relevance = rrr.LrpPenalty(args.lrp_weight, model, args.lrp_composite, 0.1)
     return model, counterexamples.CounterexamplePenalty(
       1.0,
-      relevance,
+      _lrp_penalty(args, model, args.lrp_weight) if args.lrp_weight else None,
       partners=args.partners,
       inpainted_weight=args.inpainted_weight,
       preprocess=registry.scale_and_tile(1),
@@ -64,6 +61,10 @@ def _model_and_penalty(args, variant):
   feature_size = int(1024 * args.alpha)  # the head's input: MobileNet's pooled features
   concept_model = clarc.ConceptModel(model, 'conv_preds', feature_size, 1)
   return concept_model, clarc.ConceptGradientPenalty(1.0, feature_size, 'all', 'conv_preds')
+
+
+def _lrp_penalty(args, model, weight: float) -> rrr.LrpPenalty:
+  return rrr.LrpPenalty(weight, model, args.lrp_composite, 0.1)
 
 
 def _settings(args, variant) -> per_seed.Settings:
