@@ -138,6 +138,7 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     'best_epoch': [int(e) for e in result.best_epoch],
     'splits': {name: score_row(evaluation[name]) for name in TEST_SPLITS if name in evaluation},
     'relevance_mass_in_overlay': explanation['relevance_mass_in_overlay'],
+    'validation_relevance_mass_in_overlay': explanation.get('validation_relevance_mass_in_overlay'),
     'relevance_mass_in_strips': explanation['relevance_mass_in_strips'],
     'relevance_mass_in_defect': explanation['relevance_mass_in_defect'],
     'settings': {

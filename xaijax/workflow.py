@@ -226,7 +226,8 @@ def _mean_std(values: np.ndarray) -> dict:
 
 def explain_stage(config, splits: dict, result, workdir: str) -> dict:
   """LRP on the test images for every seed: the share of positive relevance on the overlay's pixels,
-  on the strips and on the defect; heatmap grids of the best seed (explanation.json, lrp_*.png)."""
+  on the strips and on the defect; the overlay's share on the validation images too; heatmap grids
+  of the best seed (explanation.json, lrp_*.png)."""
   path = os.path.join(workdir, EXPLANATION_FILE)
   if os.path.exists(path):
     return read_json(path)
@@ -251,25 +252,34 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
       lrp.heatmap(relevance),
     )
 
-  strips = np.broadcast_to(strip_mask(test['image'].shape[1]), test['image'].shape)
   truth = data.ground_truth(config.data)
-  per_seed = {'overlay': [], 'strips': [], 'defect': []}
   best = int(np.argmax(result.best_validation_f1))
+
+  def split_shares(variables, split, maps=None) -> dict:
+    """Per-image shares on `split`, averaged; the heatmaps appended to `maps` where given."""
+    strips = np.broadcast_to(strip_mask(split['image'].shape[1]), split['image'].shape)
+    collected = {'overlay': [], 'strips': [], 'defect': []}
+    for start in range(0, len(split['label']), batch):
+      part = slice(start, start + batch)
+      *values, heatmap = shares(
+        variables, split['image'][part], split['mask'][part], strips[part], split['defect'][part]
+      )
+      for key, value in zip(collected, values):
+        collected[key].append(np.asarray(value))
+      if maps is not None:
+        maps.append(np.asarray(heatmap))
+    return {key: float(np.nanmean(np.concatenate(values))) for key, values in collected.items()}
+
+  per_seed = {'overlay': [], 'strips': [], 'defect': []}
+  validation_overlay = []
   best_maps = []
   for seed_index in range(len(result.seeds)):
     variables = result.variables_of(seed_index)
-    collected = {'overlay': [], 'strips': [], 'defect': []}
-    for start in range(0, len(test['label']), batch):
-      part = slice(start, start + batch)
-      overlay, strip, defect, maps = shares(
-        variables, test['image'][part], test['mask'][part], strips[part], test['defect'][part]
-      )
-      for key, value in zip(('overlay', 'strips', 'defect'), (overlay, strip, defect)):
-        collected[key].append(np.asarray(value))
-      if seed_index == best:
-        best_maps.append(np.asarray(maps))
-    for key, values in collected.items():
-      per_seed[key].append(float(np.nanmean(np.concatenate(values))))
+    test_shares = split_shares(variables, test, best_maps if seed_index == best else None)
+    for key, value in test_shares.items():
+      per_seed[key].append(value)
+    if truth['overlay_masks'] and 'validation' in splits:
+      validation_overlay.append(split_shares(variables, splits['validation'])['overlay'])
   maps = np.concatenate(best_maps)
   shown = preview.first_of_each_class(test, 1)
   class_names = data.class_names(config.data)
@@ -287,6 +297,10 @@ def explain_stage(config, splits: dict, result, workdir: str) -> dict:
     'best_seed': int(result.seeds[best]),
     # None where the data keeps no such mask (an image folder of your own, no overlays burnt in).
     'relevance_mass_in_overlay': _mean_std(per_seed['overlay']) if truth['overlay_masks'] else None,
+    # What a λ sweep may choose by: validation images, never the test images.
+    'validation_relevance_mass_in_overlay': (
+      _mean_std(validation_overlay) if validation_overlay else None
+    ),
     'relevance_mass_in_strips': _mean_std(per_seed['strips']),
     'relevance_mass_in_defect': _mean_std(per_seed['defect']) if truth['defects'] else None,
     'figures': ['lrp_examples.png', 'lrp_class_means.png'],
