@@ -291,6 +291,22 @@ def test_workdir_of_another_setup_is_refused(reference):
     train(base_config(learning_rate=0.5), workdir)
 
 
+def test_the_seeds_are_fingerprinted_by_value_not_by_first_seed():
+  splits, model = make_splits(), tiny()
+
+  def fingerprint(**overrides):
+    config = base_config(**overrides)
+    seeds = classifier.seed_values(config.train)
+    return train_result.run_fingerprint(config, seeds, model, splits)
+
+  today = fingerprint(first_seed=0)
+  assert 'first_seed' not in today['train'] and today['seeds'] == [0, 1, 2]
+  before_first_seed = base_config()
+  del before_first_seed.train['first_seed']
+  assert train_result.run_fingerprint(before_first_seed, [0, 1, 2], model, splits) == today
+  assert fingerprint(first_seed=1)['seeds'] == [1, 2, 3] != today['seeds']
+
+
 def test_non_finite_loss_names_the_seed_and_step(tmp_path):
   config = base_config(learning_rate_per_seed=[3e-2, float('inf'), 3e-2])
   with pytest.raises(

@@ -43,6 +43,9 @@ _EXECUTION_ONLY_KEYS = (
   'eval_batch_size',
   'tensorboard',
   'reuse_identical_run',
+  # The seed values themselves are fingerprinted; without it a run from before first_seed existed
+  # would not match the same run asked for today.
+  'first_seed',
 )
 
 
