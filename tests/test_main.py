@@ -57,6 +57,8 @@ def test_results_json_has_every_split_seed_and_the_relevance_share(finished_run)
   for region in ('overlay', 'strips', 'defect'):
     share = results[f'relevance_mass_in_{region}']
     assert 0.0 <= share['mean'] <= 1.0 and len(share['per_seed']) == 2
+  validation = results['validation_relevance_mass_in_overlay']
+  assert 0.0 <= validation['mean'] <= 1.0 and len(validation['per_seed']) == 2
   assert results['wall_time_seconds']['total'] > 0
   for name in (
     'report.md',
@@ -69,6 +71,7 @@ def test_results_json_has_every_split_seed_and_the_relevance_share(finished_run)
     assert (finished_run / 'run' / name).stat().st_size > 500, name
   report = (finished_run / 'run' / 'report.md').read_text()
   assert '| test (as distributed) |' in report
+  assert f'validation images, what a sweep may choose by: {validation["mean"]:.3f}' in report
 
 
 def test_explanation_quality_table_lands_in_results_and_report(finished_run):

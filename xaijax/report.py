@@ -203,6 +203,9 @@ def write_case_report(config, workdir: str, result, stages: dict, timings: dict)
     f'| defect | {pm_or_skipped(results["relevance_mass_in_defect"])} |',
     '',
   ]
+  if results['validation_relevance_mass_in_overlay'] is not None:
+    share = pm(results['validation_relevance_mass_in_overlay'], 3)
+    lines += [f'On the validation images, what a sweep may choose by: {share} on the overlay.', '']
   if 'quality' in stages:
     from xaijax.quality import summary  # pylint: disable=import-outside-toplevel
 
