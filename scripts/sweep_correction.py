@@ -25,6 +25,7 @@ import sys
 
 from absl import app, flags
 import jax
+import ml_collections
 
 from xaijax import case_config, cpu_memory, workflow
 from xaijax.corrections import weight_choice
@@ -49,7 +50,7 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 def _override(config, assignment: str) -> None:
   key, _, value = assignment.partition('=')
   section, _, field = key.partition('.')
-  if section not in config or field not in config[section]:
+  if not isinstance(config.get(section), ml_collections.ConfigDict) or field not in config[section]:
     raise ValueError(f'no config key {key!r} (from {assignment!r}); keys look like train.patience.')
   current = config[section][field]
   if isinstance(current, bool):
